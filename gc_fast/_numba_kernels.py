@@ -108,3 +108,12 @@ def gather(w, support, out):
     """out[k] = w[support[k]]."""
     for k in range(support.shape[0]):
         out[k] = w[_U(support[k])]
+
+
+@_jit
+def nesterov_step(x, y, grad, lr, momentum, l2):
+    """One fused pass: g = grad + l2 y; x' = y - lr g; y = x' + momentum (x' - x); x = x'."""
+    for j in range(x.shape[0]):
+        x_new = y[j] - lr * (grad[j] + l2 * y[j])
+        y[j] = x_new + momentum * (x_new - x[j])
+        x[j] = x_new

@@ -39,3 +39,10 @@ def decode_combine(out, ptr, idx, coef, values):
 def gather(w, support, out):
     """out[k] = w[support[k]]."""
     np.take(w, support, out=out)
+
+
+def nesterov_step(x, y, grad, lr, momentum, l2):
+    """x' = y - lr (grad + l2 y); y = x' + momentum (x' - x); x = x' (x and y may alias)."""
+    x_new = y - lr * (grad + l2 * y)
+    y[:] = x_new + momentum * (x_new - x)
+    x[:] = x_new

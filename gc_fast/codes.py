@@ -579,20 +579,24 @@ class _CyclicDesign:
         return np.sqrt(self.a0 @ self.a0 + (c * c).sum(axis=1))
 
 
-def _select_cyclic_design(n, s, *, n_samples=2000, spread_slack=5.0):
-    """The default CRC generator: best decode conditioning among the BCH candidates.
+def _select_cyclic_design(n, s, *, n_samples=2000, spread_slack=100.0):
+    """The default CRC generator: the best-conditioned of the real BCH candidates.
 
     Candidates: zeros g(b), ..., g(b + s - 1) mod n with gcd(g, n) = 1, closed
     under conjugation (t -> -t - twist); with twist = 0 also excluding index 0
     (the root 1). Twist 0 (cyclic) exists iff n - s is odd, twist 1
     (negacyclic) iff n - s is even. Each is MDS by the BCH bound.
-    Two-stage choice, deterministic: (1) the spectral spread
-    max|p| / min|p| over the roots off the block, times max|d| / min|d|,
-    bounds the condition number of B on its row space; keep candidates
-    within `spread_slack` of the smallest. (2) Among those, take the smallest
-    99th percentile, over a fixed sample of s-straggler sets (all of them
-    when C(n, s) <= n_samples), of |a|_2 / min|d|, which bounds the float
-    error amplification sum_i |a_i| |B_ij| of the decode. Ties: smallest g, b.
+
+    Score (smallest wins; deterministic, ties to the smallest g, then b), the
+    product of two condition bounds:
+    * spread = max|p| / min|p| over the roots off the block, times
+      max|d| / min|d|: the condition number of B on its row space, so
+      cond(B_F) <= spread / sigma_min(Q_S) for the s stragglers S (the law of
+      sigma_min(Q_S) over random S is the same for every g);
+    * the 99th percentile, over a fixed sample of s-straggler sets (all of
+      them when C(n, s) <= n_samples), of |a|_2 / min|d|, which bounds the
+      float error amplification max_j sum_i |a_i| |B_ij| of the decode.
+    Candidates whose spread alone is `spread_slack` times the best are skipped.
     """
     twist = 0 if (n - s) % 2 else 1
     if s == 0:
@@ -613,19 +617,19 @@ def _select_cyclic_design(n, s, *, n_samples=2000, spread_slack=5.0):
                 continue
             others = np.delete(index, zeros)
             log_p = log_chord[(others[:, None] - zeros[None, :]) % n].sum(axis=1)
-            spread = np.ptp(log_p) + np.log(np.abs(d).max() / np.abs(d).min())
-            candidates.append((spread, g, zeros, d))
+            log_spread = np.ptp(log_p) + np.log(np.abs(d).max() / np.abs(d).min())
+            candidates.append((log_spread, g, zeros, d))
     if not candidates:
         raise RuntimeError(f"no cyclic-mds construction for n={n}, s={s}; use construction='random'")
     smallest = min(c[0] for c in candidates)
     straggler_sets = _straggler_sets(n, s, n_samples)
     best_score, best = np.inf, None
-    for spread, g, zeros, d in candidates:
-        if spread > smallest + np.log(spread_slack):
+    for log_spread, g, zeros, d in candidates:
+        if log_spread > smallest + np.log(spread_slack):
             continue
         design = _CyclicDesign(n, s, twist, g, zeros, d)
-        norms = design.decode_norms(straggler_sets)
-        score = round(float(np.log10(np.quantile(norms, 0.99) / np.abs(d).min())), 2)
+        norms = design.decode_norms(straggler_sets) / np.abs(d).min()
+        score = round(float(log_spread + np.log(np.quantile(norms, 0.99))), 2)
         if score < best_score:
             best_score, best = score, design
     return best
@@ -634,7 +638,7 @@ def _select_cyclic_design(n, s, *, n_samples=2000, spread_slack=5.0):
 def _straggler_sets(n, s, n_samples):
     """All s-subsets of range(n) if there are at most n_samples, else a fixed random sample."""
     if comb(n, s) <= n_samples:
-        return np.array(list(combinations(range(n), s)), dtype=np.int64).reshape(-1, s)
+        return np.array(list(combinations(range(n), s)), dtype=np.int64).reshape(comb(n, s), s)
     keys = np.random.default_rng(20170).random((n_samples, n))
     return np.sort(np.argpartition(keys, s, axis=1)[:, :s], axis=1)
 

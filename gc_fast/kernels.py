@@ -160,3 +160,19 @@ def gather(w, support, out, *, backend="cython", check=True):
         _check(out, "out", _FLOAT64, support.shape[0], writeable=True)
     impl.gather(w, support, out)
     return out
+
+
+def nesterov_step(x, y, grad, lr, momentum, l2, *, backend="cython", check=True):
+    """Fused optimiser step, in place, one pass over the coordinates.
+
+    g = grad + l2 * y (the L2 term added here), x' = y - lr * g,
+    y <- x' + momentum * (x' - x), x <- x'. With momentum 0 and y the same
+    array as x it is plain gradient descent. Returns x.
+    """
+    impl = _backend(backend)
+    if check:
+        _check(x, "x", _FLOAT64, writeable=True)
+        _check(y, "y", _FLOAT64, x.shape[0], writeable=True)
+        _check(grad, "grad", _FLOAT64, x.shape[0])
+    impl.nesterov_step(x, y, grad, float(lr), float(momentum), float(l2))
+    return x

@@ -25,6 +25,7 @@ from mpi4py import MPI
 
 POLL_MIN_SLEEP = 2e-5
 POLL_MAX_SLEEP = 5e-4
+MASTER_MAX_SLEEP = 1e-4  # the master is on the critical path: it looks more often
 
 
 def _tag_range(comm):
@@ -34,17 +35,15 @@ def _tag_range(comm):
 
 
 class _Backoff:
-    """Sleeps a little longer each time nothing happened."""
+    """Sleeps a little longer each time nothing happened, up to `longest` seconds."""
 
-    def __init__(self):
+    def __init__(self, longest=POLL_MAX_SLEEP):
         self.pause = POLL_MIN_SLEEP
-
-    def reset(self):
-        self.pause = POLL_MIN_SLEEP
+        self.longest = longest
 
     def wait(self):
         time.sleep(self.pause)
-        self.pause = min(2.0 * self.pause, POLL_MAX_SLEEP)
+        self.pause = min(2.0 * self.pause, self.longest)
 
 
 def _wait_all(requests):
@@ -113,7 +112,7 @@ def _sleep_unless(request, status, seconds):
         if remaining <= 0:
             return False
         time.sleep(min(backoff.pause, remaining))
-        backoff.pause = min(2.0 * backoff.pause, POLL_MAX_SLEEP)
+        backoff.pause = min(2.0 * backoff.pause, backoff.longest)
 
 
 class WorkerLoop:
@@ -210,13 +209,12 @@ class MasterLoop:
     its own slot; a stale one (older iteration) is counted and dropped.
     """
 
-    def __init__(self, comm, code, supports, assembler, optimizer, *, l2=0.0, backend="cython"):
+    def __init__(self, comm, code, supports, assembler, optimizer, *, backend="cython"):
         self.comm = comm
         self.code = code
         self.supports = supports
         self.assembler = assembler
         self.optimizer = optimizer
-        self.l2 = float(l2)
         self.backend = backend
         self.period, self.stop_tag, self.done_tag = _tag_range(comm)
         n_workers = code.n_workers
@@ -236,7 +234,7 @@ class MasterLoop:
         return self.comm.Irecv([view, MPI.DOUBLE], source=worker + 1, tag=MPI.ANY_TAG)
 
     def _next_arrival(self):
-        backoff = _Backoff()
+        backoff = _Backoff(MASTER_MAX_SLEEP)
         while True:
             index, completed = MPI.Request.Testany(self.requests, self.status)
             if completed and index != MPI.UNDEFINED:
@@ -280,8 +278,6 @@ class MasterLoop:
             if self.assembler.add(messages[kind]):
                 break
         self.assembler.combine(self.gradient)
-        if self.l2:
-            self.gradient += self.l2 * point
         self.optimizer.step(self.gradient)
         self.n_stale += n_stale
         return {

@@ -181,9 +181,10 @@ def run_master(comm, args, code, data, bounds):
     n_features = X.shape[1]
     supports = [worker_support(X, bounds, code.partitions_of(w)) for w in range(code.n_workers)]
     lr = args.lr if args.lr is not None else 1.0 / lipschitz_logistic(X, args.l2, seed=args.seed)
-    optimizer = make_optimizer(args.optimizer, np.zeros(n_features), lr)
+    optimizer = make_optimizer(args.optimizer, np.zeros(n_features), lr, l2=args.l2,
+                               backend=args.backend)
     assembler = GradientAssembler(code, supports, n_features, backend=args.backend)
-    master = MasterLoop(comm, code, supports, assembler, optimizer, l2=args.l2, backend=args.backend)
+    master = MasterLoop(comm, code, supports, assembler, optimizer, backend=args.backend)
     barrier(comm)
     records, snapshots, trajectory = [], {}, []
     progress = _Progress(args.iterations, enabled=not args.quiet)

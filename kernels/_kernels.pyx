@@ -147,3 +147,15 @@ def gather(const double[::1] w, const int64_t[::1] support, double[::1] out):
     with nogil:
         for k in range(support.shape[0]):
             out[k] = w[support[k]]
+
+
+def nesterov_step(double[::1] x, double[::1] y, const double[::1] grad,
+                  double lr, double momentum, double l2):
+    """One fused pass: g = grad + l2 y; x' = y - lr g; y = x' + momentum (x' - x); x = x'."""
+    cdef Py_ssize_t j
+    cdef double x_new
+    with nogil:
+        for j in range(x.shape[0]):
+            x_new = y[j] - lr * (grad[j] + l2 * y[j])
+            y[j] = x_new + momentum * (x_new - x[j])
+            x[j] = x_new
