@@ -5,7 +5,7 @@
 Writes the Amazon-shaped data set as svmlight, then runs, for each case, the
 paper-style stand-in (`../shared/baseline/paper_style.py`) and
 `python -m gc_fast.train` under mpiexec with n + 1 ranks, and prints the mean
-time per iteration of both and their ratio. Cases: naive and CRC s = 1 with no
+time per iteration of both and their ratio (median of --repeats interleaved runs). Cases: naive and CRC s = 1 with no
 injected delay; CRC and FRC s = 3 with each worker delayed 0.1 s with
 probability 0.25 each iteration (the baseline's `--p 0.25 --delay 0.1`, our
 `--delay fixed:p=0.25,seconds=0.1`). Results also go to bench/results/compare_paper.json.
@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_BASELINE = HERE.parent.parent / "shared" / "baseline" / "paper_style.py"
@@ -73,6 +75,8 @@ def main():
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved runs of each side per case; the median is reported")
     parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
     args = parser.parse_args()
     if not args.baseline.exists():
@@ -85,12 +89,16 @@ def main():
         dump_svmlight(data_path, amazon_like(seed=args.seed))
         print(f"{'case':<24}{'paper-style ms/it':>20}{'gc_fast ms/it':>16}{'speed-up':>10}")
         for scheme, s, straggle in CASES:
-            baseline = run_baseline(args.baseline, data_path, args.workers, scheme, s, straggle,
-                                    args.iterations, tmp)
-            ours = run_ours(data_path, args.workers, scheme, s, straggle, args.iterations, tmp)
+            baselines, ourss = [], []
+            for _ in range(args.repeats):  # interleaved, so machine noise hits both sides alike
+                baselines.append(run_baseline(args.baseline, data_path, args.workers, scheme, s,
+                                              straggle, args.iterations, tmp))
+                ourss.append(run_ours(data_path, args.workers, scheme, s, straggle, args.iterations, tmp))
+            baseline, ours = float(np.median(baselines)), float(np.median(ourss))
             label = f"{scheme} s={s}" + (f" p={straggle[0]} d={straggle[1]}" if straggle else "")
             rows.append({"case": label, "baseline_s": baseline, "gc_fast_s": ours,
-                         "speedup": baseline / ours})
+                         "speedup": baseline / ours, "baseline_runs_s": baselines,
+                         "gc_fast_runs_s": ourss})
             print(f"{label:<24}{1e3 * baseline:>20.2f}{1e3 * ours:>16.2f}{baseline / ours:>9.1f}x",
                   flush=True)
     results = HERE / "results"

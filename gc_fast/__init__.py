@@ -9,3 +9,20 @@ __version__ = "0.1.0"
 from .codes import make_code  # noqa: E402
 
 __all__ = ["make_code", "__version__"]
+
+from .api import RunResult, run  # noqa: E402
+
+# The estimators import scikit-learn (about a second per process): loaded on first use.
+_LAZY_EXPORTS = {"GradientCodedLogisticRegression": "estimators",
+                 "GradientCodedLinearRegression": "estimators"}
+
+
+def __getattr__(name):
+    if name in _LAZY_EXPORTS:
+        from importlib import import_module
+
+        return getattr(import_module(f".{_LAZY_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ += ["run", "RunResult", *_LAZY_EXPORTS]

@@ -298,7 +298,7 @@ class CyclicRepetitionCode(GradientCode):
         n, s = n_workers, n_stragglers
         self.construction = construction
         if construction == "cyclic-mds":
-            design = _select_cyclic_design(n, s)
+            design = self._cyclic_design(n, s)
             self.multiplier, self.negacyclic = design.multiplier, bool(design.twist)
             self._base, self._kernel, self._a0 = design.matrix(), design.kernel, design.a0
         else:
@@ -310,6 +310,9 @@ class CyclicRepetitionCode(GradientCode):
         if self.residual(self._a0) > self.decode_tolerance:
             raise RuntimeError(f"crc {construction} construction for n={n}, s={s} "
                                f"failed its full-set decode check")
+
+    def _cyclic_design(self, n, s):
+        return _select_cyclic_design(n, s)
 
     def _zero_missing(self, vector, missing):
         """Add the kernel vector (least squares, minimum norm) that best zeroes vector[missing]."""
@@ -579,7 +582,7 @@ class _CyclicDesign:
         return np.sqrt(self.a0 @ self.a0 + (c * c).sum(axis=1))
 
 
-def _select_cyclic_design(n, s, *, n_samples=2000, spread_slack=100.0):
+def _select_cyclic_design(n, s, *, n_samples=2000, spread_slack=10.0):
     """The default CRC generator: the best-conditioned of the real BCH candidates.
 
     Candidates: zeros g(b), ..., g(b + s - 1) mod n with gcd(g, n) = 1, closed
@@ -604,14 +607,16 @@ def _select_cyclic_design(n, s, *, n_samples=2000, spread_slack=100.0):
     log_chord = np.log(2.0 * np.abs(np.sin(np.pi * np.arange(n) / n)), where=np.arange(n) > 0,
                        out=np.full(n, -np.inf))
     index = np.arange(n)
-    candidates = []
+    candidates, seen = [], set()
     for g in range(1, n):
         if gcd(g, n) != 1:
             continue
         for b in _block_starts(n, s, twist, g):
             zeros = (g * (b + np.arange(s))) % n
-            if twist == 0 and (zeros == 0).any():
+            key = tuple(np.sort(zeros))
+            if (twist == 0 and (zeros == 0).any()) or key in seen:
                 continue
+            seen.add(key)
             d = _projected_ones(zeros, n, twist)
             if np.abs(d).min() < 1e-3:
                 continue

@@ -18,10 +18,13 @@ of ranks makes the STOP/DONE handshake drain every outstanding message.
 Waiting ranks never spin in MPI's progress engine: they poll with Test and
 sleep with a short exponential back-off, so ranks that compute keep the CPU.
 """
+import os
 import time
 
 import numpy as np
 from mpi4py import MPI
+
+from . import kernels
 
 POLL_MIN_SLEEP = 2e-5
 POLL_MAX_SLEEP = 5e-4
@@ -29,9 +32,33 @@ MASTER_MAX_SLEEP = 1e-4  # the master is on the critical path: it looks more oft
 
 
 def _tag_range(comm):
+    """(iteration period, STOP tag, DONE tag, STATS tag): the top tags are reserved."""
     tag_ub = comm.Get_attr(MPI.TAG_UB)
-    period = (tag_ub - 2) // 2
-    return period, tag_ub, tag_ub - 1  # iteration period, STOP_TAG, DONE_TAG
+    period = (tag_ub - 3) // 2
+    return period, tag_ub, tag_ub - 1, tag_ub - 2
+
+
+class DeadlineExceeded(RuntimeError):
+    """The master waited longer than its deadline for a decodable set of messages."""
+
+    def __init__(self, iteration, silent_workers, last_heard, waited):
+        self.iteration = iteration
+        self.silent_workers = silent_workers  # 0-based workers whose message never came
+        self.last_heard = last_heard          # per silent worker: last iteration heard from, or -1
+        names = ", ".join(
+            f"{w + 1} (last heard at iteration {last})" if last >= 0 else f"{w + 1} (never heard from)"
+            for w, last in zip(silent_workers, last_heard))
+        super().__init__(f"iteration {iteration}: no decodable set of messages after {waited:.1f} s; "
+                         f"workers silent: {names}")
+
+
+def resident_memory_bytes():
+    """This process's resident set size (Linux /proc; 0 where unavailable)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 class _Backoff:
@@ -130,7 +157,7 @@ class WorkerLoop:
         self.task = task
         self.delay_model = delay_model
         self.seed = seed
-        self.period, self.stop_tag, self.done_tag = _tag_range(comm)
+        self.period, self.stop_tag, self.done_tag, self.stats_tag = _tag_range(comm)
         n_support = len(task.support)
         self.points = [np.empty(n_support), np.empty(n_support)]
         self.send_pools = [_SendPool(length) for length in task.message_lengths]
@@ -139,6 +166,7 @@ class WorkerLoop:
         self.request = comm.Irecv([self.points[0], MPI.DOUBLE], source=0, tag=MPI.ANY_TAG)
         self.n_sent = 0
         self.n_abandoned = 0
+        self.rss_start = None  # resident memory after the first iteration
 
     def _take(self):
         """The completed receive's (tag, point); repost into the other buffer unless STOP."""
@@ -161,17 +189,20 @@ class WorkerLoop:
             else:
                 if not self._iteration(tag, point):
                     _sleep_unless(self.request, self.status, np.inf)
-                else:
-                    self.n_abandoned += 1
                 tag, point = self._take()
+                if self.rss_start is None:
+                    self.rss_start = resident_memory_bytes()
+        stats = np.array([self.n_sent, self.n_abandoned, self.rss_start or resident_memory_bytes(),
+                          resident_memory_bytes()], dtype=np.float64)
         done = self.comm.Isend([np.empty(0), MPI.DOUBLE], dest=0, tag=self.done_tag)
-        requests = [done] + [r for pool in self.send_pools for r in pool.requests()]
-        _wait_all(requests)
+        report = self.comm.Isend([stats, MPI.DOUBLE], dest=0, tag=self.stats_tag)
+        _wait_all([done, report] + [r for pool in self.send_pools for r in pool.requests()])
 
     def _iteration(self, iteration, point):
         """Compute and send; True if abandoned because a newer point (or STOP) arrived."""
         delay = self.delay_model.delays(self.seed, iteration, self.n_workers)[self.worker]
         if delay > 0 and _sleep_unless(self.request, self.status, delay):
+            self.n_abandoned += 1
             return True
         factor = self.delay_model.compute_factor(self.worker)
         outs = [pool.acquire() for pool in self.send_pools]
@@ -197,6 +228,7 @@ class WorkerLoop:
             return False
         for kind in unsent:
             self.send_pools[kind].free.append(outs[kind])
+        self.n_abandoned += bool(unsent)
         return True
 
 
@@ -207,68 +239,77 @@ class MasterLoop:
     the message it is expected to send next, so the common case copies nothing.
     A message that lands in the wrong slot (the worker skipped one) is copied to
     its own slot; a stale one (older iteration) is counted and dropped.
+    `deadline` (seconds, or None) bounds the wait for a decodable set.
     """
 
-    def __init__(self, comm, code, supports, assembler, optimizer, *, backend="cython"):
+    def __init__(self, comm, code, supports, assembler, optimizer, *, backend="cython", deadline=None):
         self.comm = comm
         self.code = code
         self.supports = supports
         self.assembler = assembler
         self.optimizer = optimizer
         self.backend = backend
-        self.period, self.stop_tag, self.done_tag = _tag_range(comm)
+        self.deadline = deadline
+        self.period, self.stop_tag, self.done_tag, self.stats_tag = _tag_range(comm)
         n_workers = code.n_workers
         self.worker_messages = [list(code.messages_of(w)) for w in range(n_workers)]
         self.send_pools = [_SendPool(len(s)) for s in supports]
         self.status = MPI.Status()
         self.expected_kind = [0] * n_workers
         self.requests = [self._post(w, 0) for w in range(n_workers)]
+        self.last_heard = np.full(n_workers, -1, dtype=np.int64)  # iteration of the newest message
         self.gradient = np.zeros(assembler.n_features)
         self.n_received = 0
         self.n_stale = 0
         self.bytes_sent_per_iteration = 8 * sum(len(s) for s in supports)
+        self.worker_stats = {}
 
     def _post(self, worker, kind):
         self.expected_kind[worker] = kind
         view = self.assembler.message_view(self.worker_messages[worker][kind])
         return self.comm.Irecv([view, MPI.DOUBLE], source=worker + 1, tag=MPI.ANY_TAG)
 
-    def _next_arrival(self):
+    def _next_arrival(self, give_up_at=np.inf):
+        """Index of the next completed receive, or None once `give_up_at` has passed."""
         backoff = _Backoff(MASTER_MAX_SLEEP)
         while True:
             index, completed = MPI.Request.Testany(self.requests, self.status)
             if completed and index != MPI.UNDEFINED:
                 return index
+            if time.perf_counter() > give_up_at:
+                return None
             backoff.wait()
 
     def iteration(self, iteration):
         """Run one iteration; returns its record (timing, arrivals, decode)."""
-        from . import kernels
-
         started = time.perf_counter()
         point = self.optimizer.query_point()
         for worker, support in enumerate(self.supports):
             pool = self.send_pools[worker]
             buffer = pool.acquire()
-            kernels.gather(point, support, buffer, backend=self.backend)
+            kernels.gather(point, support, buffer, backend=self.backend, check=False)
             pool.sent(self.comm.Isend([buffer, MPI.DOUBLE], dest=worker + 1,
                                       tag=iteration % self.period), buffer)
         self.assembler.start()
         arrival = np.full(self.code.n_messages, np.nan)
         n_stale = bytes_received = 0
         base_tag = 2 * (iteration % self.period)
+        give_up_at = started + self.deadline if self.deadline else np.inf
         while True:
-            worker = self._next_arrival()
+            worker = self._next_arrival(give_up_at)
+            if worker is None:
+                raise self._deadline_error(iteration, arrival, time.perf_counter() - started)
             tag = self.status.Get_tag()
-            count = self.status.Get_count(MPI.DOUBLE)
-            bytes_received += 8 * count
+            bytes_received += 8 * self.status.Get_count(MPI.DOUBLE)
             self.n_received += 1
             kind = tag - base_tag
             messages = self.worker_messages[worker]
             if not 0 <= kind < len(messages):
                 n_stale += 1
+                self.last_heard[worker] = max(self.last_heard[worker], iteration - 1)
                 self.requests[worker] = self._post(worker, 0)
                 continue
+            self.last_heard[worker] = iteration
             if kind != self.expected_kind[worker]:
                 landed = self.assembler.message_view(messages[self.expected_kind[worker]])
                 self.assembler.message_view(messages[kind])[:] = landed
@@ -290,19 +331,42 @@ class MasterLoop:
             "bytes_received": bytes_received,
         }
 
-    def shutdown(self):
-        """STOP every worker, drain what is still in flight until each says DONE."""
+    def _deadline_error(self, iteration, arrival, waited):
+        silent = [w for w in range(self.code.n_workers)
+                  if any(np.isnan(arrival[m]) for m in self.worker_messages[w])]
+        return DeadlineExceeded(iteration, silent, [int(self.last_heard[w]) for w in silent], waited)
+
+    def shutdown(self, timeout=10.0):
+        """STOP every worker and drain what is in flight until each has said DONE.
+
+        Each worker then reports (messages sent, iterations abandoned, resident
+        memory after its first iteration and at the end) into `worker_stats`.
+        Returns the workers that did not answer within `timeout` seconds.
+        """
         stops = [self.comm.Isend([np.empty(0), MPI.DOUBLE], dest=w + 1, tag=self.stop_tag)
                  for w in range(self.code.n_workers)]
-        remaining = set(range(self.code.n_workers))
-        while remaining:
-            worker = self._next_arrival()
-            self.n_received += 1
-            if self.status.Get_tag() == self.done_tag:
-                self.n_received -= 1
-                remaining.discard(worker)
+        stats = np.zeros((self.code.n_workers, 4))
+        pending = set(range(self.code.n_workers))
+        give_up_at = time.perf_counter() + timeout
+        while pending:
+            worker = self._next_arrival(give_up_at)
+            if worker is None:
+                break
+            tag = self.status.Get_tag()
+            if tag == self.done_tag:
+                self.requests[worker] = self.comm.Irecv([stats[worker], MPI.DOUBLE],
+                                                        source=worker + 1, tag=self.stats_tag)
+            elif tag == self.stats_tag:
+                pending.discard(worker)
                 self.requests[worker] = MPI.REQUEST_NULL
+                sent, abandoned, rss_start, rss_end = stats[worker]
+                self.worker_stats[worker] = {"messages_sent": int(sent), "abandoned": int(abandoned),
+                                             "rss_start_bytes": int(rss_start),
+                                             "rss_end_bytes": int(rss_end)}
             else:
+                self.n_received += 1
                 self.n_stale += 1
                 self.requests[worker] = self._post(worker, 0)
-        _wait_all(stops + [r for pool in self.send_pools for r in pool.requests()])
+        if not pending:
+            _wait_all(stops + [r for pool in self.send_pools for r in pool.requests()])
+        return sorted(pending)

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from . import __version__
+from . import __version__, checkpoint
 from .codes import make_code
 from .data import amazon_like, gaussian_mixture, load_dataset, partition_bounds
 from .kernels import BACKENDS
@@ -75,6 +75,14 @@ def build_parser():
         help="save every iterate as one (iterations, features) .npy array")
     add("--eval-every", type=int, default=1,
         help="evaluate loss and AUC every K iterations, after the timed loop (default 1)")
+    add("--deadline", type=float, default=60.0, metavar="SECONDS",
+        help="longest wait for a decodable set of messages in one iteration; past it the master "
+             "writes a checkpoint, names the silent workers and exits with status 3 (default 60)")
+    add("--checkpoint", default=None, metavar="PATH",
+        help="write an atomic checkpoint (.npz) every --checkpoint-every iterations and at the end")
+    add("--checkpoint-every", type=int, default=100, metavar="K", help="(default 100)")
+    add("--resume", default=None, metavar="PATH",
+        help="continue from a checkpoint of the same data, scheme and workers, up to --iterations")
     add("--quiet", "-q", action="store_true", help="no progress line and no table")
     add("--version", action="version", version=f"gc_fast {__version__}")
     return parser
@@ -104,6 +112,10 @@ def validate(args, n_workers):
         raise UsageError("--iterations must be >= 1")
     if args.eval_every < 1:
         raise UsageError("--eval-every must be >= 1")
+    if args.checkpoint_every < 1:
+        raise UsageError("--checkpoint-every must be >= 1")
+    if not args.deadline > 0:
+        raise UsageError("--deadline must be a positive number of seconds")
     if args.l2 < 0 or not np.isfinite(args.l2):
         raise UsageError("--l2 must be a finite number >= 0")
     if args.lr is not None and not (args.lr > 0 and np.isfinite(args.lr)):
@@ -149,60 +161,105 @@ def setup(comm, args):
     if code.n_partitions > n_rows:
         raise UsageError(f"{code.n_partitions} partitions but only {n_rows} training rows: "
                          "use fewer workers or more rows")
-    bounds = partition_bounds(n_rows, code.n_partitions)
-    return code, delay_model, data, bounds
+    run = argparse.Namespace(code=code, delay_model=delay_model, data=data,
+                             bounds=partition_bounds(n_rows, code.n_partitions))
+    if rank == 0:
+        run.lr = args.lr if args.lr is not None else 1.0 / lipschitz_logistic(
+            data.X_train, args.l2, seed=args.seed)
+        run.identity = {
+            "data": checkpoint.data_fingerprint(data.X_train, data.y_train), "scheme": code.scheme,
+            "n_workers": code.n_workers, "n_stragglers": code.n_stragglers,
+            "n_partitions": code.n_partitions, "optimizer": args.optimizer, "l2": args.l2,
+            "lr": run.lr, "seed": args.seed,
+        }
+        run.start, run.state = 0, None
+        if args.resume:
+            run.start, run.state, _ = checkpoint.load(args.resume, expected_config=run.identity)
+            if run.start >= args.iterations:
+                raise UsageError(f"{args.resume} is at iteration {run.start} already: "
+                                 f"ask for --iterations above {run.start}")
+    return run
 
 
-def run_worker(comm, args, code, delay_model, data, bounds):
+def run_worker(comm, args, run):
     from .data import build_worker_data
     from .runtime import WorkerLoop, barrier
     from .tasks import SparseLinearTask
 
     worker = comm.Get_rank() - 1
-    worker_data = build_worker_data(data.X_train, data.y_train, bounds, code, worker,
-                                    row_scale=1.0 / data.X_train.shape[0])
-    del data
+    X, y = run.data.X_train, run.data.y_train
+    worker_data = build_worker_data(X, y, run.bounds, run.code, worker, row_scale=1.0 / X.shape[0])
+    run.data = None  # a worker keeps only its own partitions
     task = SparseLinearTask(worker_data, loss="logistic", backend=args.backend)
     # Compile/warm the kernels before the master starts the clock.
     task_outs = [np.zeros(length) for length in task.message_lengths]
     for _ in task.run(np.zeros(len(task.support)), task_outs):
         pass
     barrier(comm)
-    loop = WorkerLoop(comm, worker, code.n_workers, task, delay_model, args.seed)
-    loop.run()
-    return loop.n_sent
+    WorkerLoop(comm, worker, run.code.n_workers, task, run.delay_model, args.seed).run()
+    return 0
 
 
-def run_master(comm, args, code, data, bounds):
+class RunFailed(Exception):
+    """Training could not go on (more workers silent than the scheme tolerates)."""
+
+
+def run_master(comm, args, run):
     from .assembly import GradientAssembler
-    from .runtime import MasterLoop, barrier
+    from .runtime import DeadlineExceeded, MasterLoop, barrier, resident_memory_bytes
 
-    X, y = data.X_train, data.y_train
+    code, data = run.code, run.data
+    X = data.X_train
     n_features = X.shape[1]
-    supports = [worker_support(X, bounds, code.partitions_of(w)) for w in range(code.n_workers)]
-    lr = args.lr if args.lr is not None else 1.0 / lipschitz_logistic(X, args.l2, seed=args.seed)
-    optimizer = make_optimizer(args.optimizer, np.zeros(n_features), lr, l2=args.l2,
+    supports = [worker_support(X, run.bounds, code.partitions_of(w)) for w in range(code.n_workers)]
+    optimizer = make_optimizer(args.optimizer, np.zeros(n_features), run.lr, l2=args.l2,
                                backend=args.backend)
+    if run.state is not None:
+        optimizer.load_state(run.state)
     assembler = GradientAssembler(code, supports, n_features, backend=args.backend)
-    master = MasterLoop(comm, code, supports, assembler, optimizer, backend=args.backend)
+    master = MasterLoop(comm, code, supports, assembler, optimizer, backend=args.backend,
+                        deadline=args.deadline)
     barrier(comm)
     records, snapshots, trajectory = [], {}, []
     progress = _Progress(args.iterations, enabled=not args.quiet)
     started = time.perf_counter()
-    for iteration in range(args.iterations):
-        record = master.iteration(iteration)
-        records.append(record)
-        if (iteration + 1) % args.eval_every == 0 or iteration + 1 == args.iterations:
-            snapshots[iteration] = optimizer.x.copy()
-        if args.save_trajectory:
-            trajectory.append(optimizer.x.copy())
-        progress.update(iteration, record)
+    iteration = run.start
+    rss_first = None
+    try:
+        for iteration in range(run.start, args.iterations):
+            record = master.iteration(iteration)
+            records.append(record)
+            if rss_first is None:
+                rss_first = resident_memory_bytes()
+            done = iteration + 1
+            if done % args.eval_every == 0 or done == args.iterations:
+                snapshots[iteration] = optimizer.x.copy()
+            if args.save_trajectory:
+                trajectory.append(optimizer.x.copy())
+            if args.checkpoint and (done % args.checkpoint_every == 0 or done == args.iterations):
+                checkpoint.save(args.checkpoint, iteration=done, optimizer_state=optimizer.state(),
+                                config=run.identity)
+            progress.update(iteration, record)
+    except DeadlineExceeded as error:
+        progress.close()
+        rescue = args.checkpoint or "gc_fast-rescue.npz"
+        checkpoint.save(rescue, iteration=iteration, optimizer_state=optimizer.state(),
+                        config=run.identity)
+        master.shutdown(timeout=5.0)
+        raise RunFailed(f"{error}; more than s = {code.n_stragglers} workers are not answering. "
+                        f"Checkpoint of iteration {iteration} written to {rescue}: "
+                        f"fix the workers and continue with --resume {rescue}") from None
     total_time = time.perf_counter() - started
-    master.shutdown()
+    silent = master.shutdown()
     progress.close()
+    if silent:
+        print(f"gc_fast.train: warning: workers {[w + 1 for w in silent]} did not acknowledge STOP",
+              file=sys.stderr, flush=True)
     if args.save_trajectory:
         np.save(args.save_trajectory, np.array(trajectory))
-    return _report(args, code, data, lr, records, snapshots, total_time, master, optimizer.x)
+    master_rss = {"after_first_iteration": rss_first, "end": resident_memory_bytes()}
+    _report(args, run, records, snapshots, total_time, master, optimizer.x, master_rss)
+    return 0
 
 
 class _Progress:
@@ -230,15 +287,17 @@ class _Progress:
             print(file=sys.stderr, flush=True)
 
 
-def _report(args, code, data, lr, records, snapshots, total_time, master, weights):
+def _report(args, run, records, snapshots, total_time, master, weights, master_rss):
     """Loss/AUC from snapshots (outside the timed loop), table, JSON, model file."""
+    code, data = run.code, run.data
     evaluated = {}
     for iteration, x in snapshots.items():
         train_loss = logistic_loss(data.X_train, data.y_train, x, args.l2)
         test_auc = auc(data.y_test, data.X_test @ x) if data.X_test.shape[0] else float("nan")
         evaluated[iteration] = (train_loss, test_auc)
     times = np.array([r["time"] for r in records])
-    final_loss, final_auc = evaluated[len(records) - 1]
+    final_loss, final_auc = evaluated[max(evaluated)]
+    worker_stats = [master.worker_stats.get(w, {}) for w in range(code.n_workers)]
     summary = {
         "scheme": code.scheme, "n_workers": code.n_workers, "n_stragglers": code.n_stragglers,
         "mean_iteration_s": float(times.mean()), "median_iteration_s": float(np.median(times)),
@@ -247,8 +306,10 @@ def _report(args, code, data, lr, records, snapshots, total_time, master, weight
         "bytes_sent_per_iteration": float(np.mean([r["bytes_sent"] for r in records])),
         "bytes_received_per_iteration": float(np.mean([r["bytes_received"] for r in records])),
         "messages_received": master.n_received, "messages_stale": master.n_stale,
+        "messages_sent_by_workers": sum(w.get("messages_sent", 0) for w in worker_stats),
+        "worker_stats": worker_stats, "master_rss_bytes": master_rss, "first_iteration": run.start,
         "max_decode_residual": float(max(r["residual"] for r in records)),
-        "lr": lr,
+        "lr": run.lr,
     }
     if not args.quiet:
         print(_table(summary, data.name), flush=True)
@@ -256,7 +317,7 @@ def _report(args, code, data, lr, records, snapshots, total_time, master, weight
         np.save(args.save_model, weights)
     if args.out:
         iterations = []
-        for t, r in enumerate(records):
+        for t, r in enumerate(records, start=run.start):
             loss, test_auc = evaluated.get(t, (None, None))
             iterations.append({
                 "iteration": t, "time": r["time"],
@@ -308,7 +369,7 @@ def main(argv=None):
     rank = comm.Get_rank()
     message = None
     try:
-        code, delay_model, data, bounds = setup(comm, args)
+        run = setup(comm, args)
     except (UsageError, ValueError, OSError, MemoryError) as error:
         message = str(error) or type(error).__name__
     from .runtime import gather_errors
@@ -318,11 +379,13 @@ def main(argv=None):
         if rank == 0:
             print(f"gc_fast.train: error: {failed[0]}", file=sys.stderr, flush=True)
         return 2
-    if rank == 0:
-        run_master(comm, args, code, data, bounds)
-    else:
-        run_worker(comm, args, code, delay_model, data, bounds)
-    return 0
+    if rank != 0:
+        return run_worker(comm, args, run)
+    try:
+        return run_master(comm, args, run)
+    except RunFailed as error:
+        print(f"gc_fast.train: error: {error}", file=sys.stderr, flush=True)
+        return 3
 
 
 def _fail_without_mpi(error):

@@ -1,0 +1,232 @@
+"""scikit-learn estimators trained by gradient-coded distributed gradient descent.
+
+    model = GradientCodedLogisticRegression(scheme="crc", n_stragglers=1).fit(X, y)
+
+Objective (as gc_fast.objective and the trainer): mean loss over the rows +
+(l2 / 2) ||w||^2, no intercept unless fit_intercept=True, which appends a
+column of ones to X (its weight is then regularised like the others).
+
+In a plain process (a notebook, a script) `fit` runs local mode: the workers
+are simulated in-process on a virtual clock (gc_fast.api). Started with
+`mpirun -n N python script.py`, every rank runs the same script (SPMD):
+rank 0 is the master, ranks 1..N-1 the workers, and `fit` returns on every
+rank with the same fitted model. Workers compute on their sparse rows with
+the trainer's kernels (tasks.SparseLinearTask on data.build_worker_data).
+
+Scikit-learn compatibility: both pass `check_estimator`; the logistic model
+is binary (tags.classifier_tags.multi_class = False), both accept sparse X,
+neither takes sample weights.
+"""
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import expit, log_expit
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from .api import solve
+from .data import build_worker_data, partition_bounds
+from .objective import lipschitz_logistic, lipschitz_squared
+from .tasks import SparseLinearTask
+from .train import worker_support
+
+
+class SparseLinearProblem:
+    """A linear model's data term on CSR rows, as gc_fast.api.solve's problem.
+
+    loss: "logistic" (y in {-1, +1}) or "squared"; the gradient is that of
+    mean_i loss(x_i . w, y_i), split into code.n_partitions contiguous row
+    ranges.
+    """
+
+    def __init__(self, X, y, loss, backend):
+        self.X = X
+        self.y = y
+        self.loss = loss
+        self.backend = backend
+        self.n_features = X.shape[1]
+        self.bounds = None
+
+    def bind(self, code):
+        n_rows = self.X.shape[0]
+        if code.n_partitions > n_rows:
+            raise ValueError(f"{code.n_partitions} partitions (one per worker) need at least "
+                             f"{code.n_partitions} samples, got {n_rows} sample"
+                             f"{'s' if n_rows != 1 else ''}: use fewer workers or more data")
+        self.bounds = partition_bounds(n_rows, code.n_partitions)
+
+    def supports(self, code):
+        return [worker_support(self.X, self.bounds, code.partitions_of(w))
+                for w in range(code.n_workers)]
+
+    def task(self, code, worker):
+        data = build_worker_data(self.X, self.y, self.bounds, code, worker,
+                                 row_scale=1.0 / self.X.shape[0])
+        return SparseLinearTask(data, loss=self.loss, backend=self.backend)
+
+    def message_load(self, code):
+        """(non-zeros, fraction of the rows) each message covers, for the simulator's costs."""
+        covers = (code.B != 0).astype(np.float64)
+        nonzeros = np.diff(self.X.indptr[self.bounds]).astype(np.float64)
+        return covers @ nonzeros, covers @ (np.diff(self.bounds) / self.X.shape[0])
+
+    def local_costs(self, costs):
+        return costs
+
+    def warm_up(self, task):
+        """Compile/load the kernels before the master starts the clock."""
+        outs = [np.zeros(length) for length in task.message_lengths]
+        for _ in task.run(np.zeros(len(task.support)), outs):
+            pass
+
+
+class _GradientCodedLinearModel(BaseEstimator):
+    """Shared fit of the gradient-coded linear models; see the subclasses."""
+
+    _loss = None
+
+    def __init__(self, *, scheme="crc", n_stragglers=1, n_workers=None, l2=1e-4, max_iter=100,
+                 optimizer="nag", lr=None, fit_intercept=False, delay="none", random_state=None,
+                 backend="cython", local=None):
+        self.scheme = scheme
+        self.n_stragglers = n_stragglers
+        self.n_workers = n_workers
+        self.l2 = l2
+        self.max_iter = max_iter
+        self.optimizer = optimizer
+        self.lr = lr
+        self.fit_intercept = fit_intercept
+        self.delay = delay
+        self.random_state = random_state
+        self.backend = backend
+        self.local = local
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+    def _fit(self, X, y):
+        """Run the coded optimiser on (X, y) with y already numeric; set the fitted attributes."""
+        design = self._design(X)
+        seed = self._seed()
+        lipschitz = lipschitz_logistic if self._loss == "logistic" else lipschitz_squared
+
+        def inverse_lipschitz():
+            return 1.0 / lipschitz(design, self.l2, seed=seed)
+
+        lr = inverse_lipschitz if self.lr is None else self.lr
+        problem = SparseLinearProblem(design, y, self._loss, self.backend)
+        result = solve(problem, np.zeros(design.shape[1]), scheme=self.scheme,
+                       n_stragglers=self.n_stragglers, n_partitions=None, n_workers=self.n_workers,
+                       lr=lr, optimizer=self.optimizer, iterations=self.max_iter, l2=self.l2,
+                       delay=self.delay, seed=seed, local=self.local, backend=self.backend)
+        w = result.w
+        self.coef_, self.intercept_ = (w[:-1], w[-1]) if self.fit_intercept else (w, 0.0)
+        self.n_iter_ = len(result.history)
+        self.history_ = result.history
+        self.lr_ = result.lr
+        self.result_ = result
+        return self
+
+    def _design(self, X):
+        """X as float64 CSR, with a column of ones appended when fit_intercept."""
+        X = sp.csr_matrix(X, dtype=np.float64)
+        if self.fit_intercept:
+            X = sp.hstack([X, np.ones((X.shape[0], 1))], format="csr")
+        X.sort_indices()
+        return X
+
+    def _seed(self):
+        if self.random_state is None:
+            return 0
+        if isinstance(self.random_state, (int, np.integer)) and self.random_state >= 0:
+            return int(self.random_state)
+        return int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+
+    def _linear_output(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, accept_sparse="csr", dtype=np.float64, reset=False)
+        return np.asarray(X @ np.ravel(self.coef_)).ravel() + self.intercept_
+
+
+class GradientCodedLogisticRegression(ClassifierMixin, _GradientCodedLinearModel):
+    """Binary L2-regularised logistic regression trained with gradient coding.
+
+    Minimises mean_i log(1 + exp(-y_i x_i.w)) + (l2/2)||w||^2 with the two
+    classes of y mapped to -1 (classes_[0]) and +1 (classes_[1]).
+
+    Parameters: scheme ("naive", "ignore", "frc", "crc", "partial-frc",
+    "partial-crc"), n_stragglers (s; naive uses 0), n_workers (local mode,
+    default 4; under MPI the workers are ranks 1..size-1), l2, max_iter
+    (iterations, no early stopping), optimizer ("nag" or "gd"), lr (default
+    1/L, L = 0.25 sigma_max(X)^2 / n_samples + l2), fit_intercept, delay (a
+    gc_fast.stragglers spec; virtual time in local mode), random_state (code
+    construction and delay draws), backend (compute kernels), local (None:
+    auto, True: always local, False: require MPI).
+
+    Fitted attributes: classes_, coef_ (1, n_features), intercept_ (1,),
+    n_iter_, history_ (per-iteration records, see gc_fast.api.RunResult),
+    lr_, result_ (the RunResult), n_features_in_.
+    """
+
+    _loss = "logistic"
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = False
+        return tags
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64)
+        check_classification_targets(y)
+        target_type = type_of_target(y, input_name="y", raise_unknown=True)
+        if target_type != "binary":
+            raise ValueError(f"Only binary classification is supported. The type of the target "
+                             f"is {target_type}.")
+        self.classes_ = np.unique(y)
+        if len(self.classes_) != 2:
+            raise ValueError(f"{type(self).__name__} needs samples of 2 classes, got 1 class")
+        self._fit(X, np.where(y == self.classes_[1], 1.0, -1.0))
+        self.coef_ = self.coef_.reshape(1, -1)
+        self.intercept_ = np.array([self.intercept_], dtype=np.float64)
+        return self
+
+    def decision_function(self, X):
+        """x.w + intercept: positive for classes_[1]."""
+        return self._linear_output(X)
+
+    def predict_proba(self, X):
+        """Columns: probability of classes_[0], of classes_[1]."""
+        positive = expit(self.decision_function(X))
+        return np.column_stack([1.0 - positive, positive])
+
+    def predict_log_proba(self, X):
+        scores = self.decision_function(X)
+        return np.column_stack([log_expit(-scores), log_expit(scores)])
+
+    def predict(self, X):
+        positive = self.decision_function(X) > 0
+        return self.classes_[positive.astype(np.int64)]
+
+
+class GradientCodedLinearRegression(RegressorMixin, _GradientCodedLinearModel):
+    """L2-regularised least squares (ridge) trained with gradient coding.
+
+    Minimises mean_i 0.5 (x_i.w - y_i)^2 + (l2/2)||w||^2: the same minimiser
+    as sklearn.linear_model.Ridge(alpha=l2 * n_samples, fit_intercept=False).
+    Parameters as GradientCodedLogisticRegression (lr default 1/L with
+    L = sigma_max(X)^2 / n_samples + l2). Fitted attributes: coef_
+    (n_features,), intercept_ (float), n_iter_, history_, lr_, result_,
+    n_features_in_.
+    """
+
+    _loss = "squared"
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=True)
+        return self._fit(X, np.asarray(y, dtype=np.float64))
+
+    def predict(self, X):
+        return self._linear_output(X)
