@@ -27,6 +27,7 @@ again), and the time to build the default CRC code.
 import os
 import sys
 
+os.environ["OPENBLAS_NUM_THREADS"] = "1"  # single-core timings, as in bench_kernels.py
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the checkout's gc_fast
 
 import itertools  # noqa: E402

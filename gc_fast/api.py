@@ -31,8 +31,6 @@ import dataclasses
 import os
 import sys
 import time
-import traceback
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,7 +174,7 @@ class DenseProblem:
 def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=1,
         optimizer="nag", iterations=100, l2=0.0, delay="none", seed=0, local=None, comm=None,
         n_workers=None, backend="cython", support=None, objective=None, eval_every=1,
-        keep_trajectory=False, code_options=None, costs=None):
+        keep_trajectory=False, code_options=None, costs=None, deadline=None):
     """Minimise sum_j f_j(w) + (l2/2)||w||^2 by gradient-coded distributed GD (or NAG).
 
     partition_gradient(j, w): gradient of partition j's term at w, an array
@@ -208,6 +206,9 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
         the simulator's, i.e. the calibrated ~/.cache/gc_fast/costs.json if
         present, else built-in defaults); a user partition gradient costs
         costs.partition_seconds per 1/n of the data (default 1 ms).
+    deadline: seconds the master waits for a decodable set before giving up
+        (None: forever). Under MPI, runtime.DeadlineExceeded then ends every
+        rank; in local mode (virtual seconds) a RuntimeError is raised.
 
     Returns a RunResult (the same on every MPI rank). Under an exact scheme
     the trajectory equals plain synchronous GD's up to float rounding,
@@ -221,12 +222,14 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
                  n_partitions=n_partitions, n_workers=n_workers, lr=lr, optimizer=optimizer,
                  iterations=iterations, l2=l2, delay=delay, seed=seed, local=local, comm=comm,
                  backend=backend, objective=objective, eval_every=eval_every,
-                 keep_trajectory=keep_trajectory, code_options=code_options, costs=costs)
+                 keep_trajectory=keep_trajectory, code_options=code_options, costs=costs,
+                 deadline=deadline)
 
 
 def solve(problem, w0, *, scheme, n_stragglers, n_partitions, n_workers, lr, optimizer="nag",
           iterations=100, l2=0.0, delay="none", seed=0, local=None, comm=None, backend="cython",
-          objective=None, eval_every=1, keep_trajectory=False, code_options=None, costs=None):
+          objective=None, eval_every=1, keep_trajectory=False, code_options=None, costs=None,
+          deadline=None):
     """The driver behind `run` and the estimators, for any problem object.
 
     A problem provides n_features, bind(code) (validation), supports(code)
@@ -243,7 +246,7 @@ def solve(problem, w0, *, scheme, n_stragglers, n_partitions, n_workers, lr, opt
         setup = _setup(problem, w0, comm, scheme=scheme, n_stragglers=n_stragglers,
                        n_partitions=n_partitions, n_workers=n_workers, lr=lr, optimizer=optimizer,
                        iterations=iterations, l2=l2, delay=delay, seed=seed, backend=backend,
-                       eval_every=eval_every, code_options=code_options)
+                       eval_every=eval_every, code_options=code_options, deadline=deadline)
     except (ValueError, TypeError, MemoryError) as error:
         if comm is None:
             raise
@@ -269,6 +272,7 @@ class _Setup:
     iterations: int
     eval_every: int
     backend: str
+    deadline: float | None
     snapshot_iterations: np.ndarray = field(init=False)
 
     def __post_init__(self):
@@ -279,7 +283,7 @@ class _Setup:
 
 
 def _setup(problem, w0, comm, *, scheme, n_stragglers, n_partitions, n_workers, lr, optimizer,
-           iterations, l2, delay, seed, backend, eval_every, code_options):
+           iterations, l2, delay, seed, backend, eval_every, code_options, deadline):
     """Validate everything and build the code, delay model and optimiser (every rank)."""
     if comm is None:
         n_workers = DEFAULT_LOCAL_WORKERS if n_workers is None else _integer("n_workers", n_workers, 1)
@@ -291,6 +295,8 @@ def _setup(problem, w0, comm, *, scheme, n_stragglers, n_partitions, n_workers, 
         raise ValueError(f"unknown backend {backend!r}; valid backends: {', '.join(kernels.BACKENDS)}")
     if not (np.isfinite(l2) and l2 >= 0):
         raise ValueError(f"l2 must be a finite number >= 0, got {l2}")
+    if deadline is not None and not deadline > 0:
+        raise ValueError(f"deadline must be a positive number of seconds or None, got {deadline}")
     n_stragglers = 0 if scheme == "naive" else n_stragglers
     code = make_code(scheme, n_workers, n_stragglers, n_partitions=n_partitions, seed=seed,
                      **(code_options or {}))
@@ -299,7 +305,8 @@ def _setup(problem, w0, comm, *, scheme, n_stragglers, n_partitions, n_workers, 
     problem.bind(code)
     lr = float(lr() if callable(lr) else lr)
     optimizer = make_optimizer(optimizer, w0, lr, l2=l2, backend=backend)
-    return _Setup(code, optimizer, delay_model, lr, int(seed), iterations, eval_every, backend)
+    return _Setup(code, optimizer, delay_model, lr, int(seed), iterations, eval_every, backend,
+                  deadline)
 
 
 def _run_local(problem, setup, costs, objective, keep_trajectory):
@@ -320,24 +327,32 @@ def _run_local(problem, setup, costs, objective, keep_trajectory):
     message_bytes = 8.0 * np.diff(assembler.ptr)
     point_bytes = 8.0 * np.array([len(s) for s in supports], dtype=np.float64)
     message_nnz, message_fraction = problem.message_load(code)
-    workload = Workload(code.scheme, n_workers, code.n_stragglers, None, code.message_worker,
-                        message_nnz, message_fraction, message_bytes, point_bytes,
-                        problem.n_features, "exact supports")
+    workload = Workload(scheme=code.scheme, n_workers=n_workers, n_stragglers=code.n_stragglers,
+                        partitions_per_worker=None, message_worker=code.message_worker,
+                        message_nnz=message_nnz, message_fraction=message_fraction,
+                        message_bytes=message_bytes, point_bytes=point_bytes,
+                        n_features=problem.n_features, supports="exact supports")
     delays = straggler_delays(setup.delay_model, setup.seed, setup.iterations, n_workers)
     times, arrivals = simulate_iterations(workload, costs, delays, code=code,
                                           compute_factor=compute_factors(setup.delay_model, n_workers))
     gradient = np.zeros(problem.n_features)
     recorder = _Recorder(setup, optimizer, keep_trajectory)
     started = time.perf_counter()
+    deadline = np.inf if setup.deadline is None else setup.deadline
     for iteration, arrival in enumerate(arrivals):
         assembler.start()
         for message in np.argsort(arrival, kind="stable"):
-            if not np.isfinite(arrival[message]) or assembler.add(message):
+            if not np.isfinite(arrival[message]) or arrival[message] > deadline:
+                break
+            if assembler.add(message):
                 break
         if assembler.decode_vector is None:
-            silent = sorted(set(range(n_workers)) - set(code.message_worker[assembler.arrived]))
-            raise RuntimeError(f"iteration {iteration}: workers {silent} never answer and the rest "
-                               f"cannot decode ({code.scheme} tolerates {code.n_stragglers} stragglers)")
+            heard = set(code.message_worker[assembler.arrived].tolist())
+            silent = ", ".join(str(w + 1) for w in range(n_workers) if w not in heard)
+            raise RuntimeError(f"iteration {iteration}: no decodable set of messages "
+                               f"{'ever' if deadline == np.inf else f'within {deadline} s (virtual)'}; "
+                               f"workers silent: {silent} ({code.scheme} tolerates "
+                               f"{code.n_stragglers} stragglers)")
         _compute_used(assembler, code, kind, tasks, outs, points, optimizer.query_point(), backend)
         assembler.combine(gradient)
         optimizer.step(gradient)
@@ -383,17 +398,17 @@ def _compute_used(assembler, code, kind, tasks, outs, points, point, backend):
 
 def _run_mpi(problem, setup, comm, objective, keep_trajectory):
     """SPMD: rank 0 masters, the others work; the result is broadcast to every rank."""
-    from .runtime import MasterLoop, WorkerLoop, barrier
+    from .runtime import MasterLoop, WorkerLoop, abort_on_error, barrier, broadcast
 
     code, rank = setup.code, comm.Get_rank()
     recorder = _Recorder(setup, setup.optimizer, keep_trajectory)
-    with _abort_on_error(comm):
+    with abort_on_error(comm):
         if rank == 0:
             supports = problem.supports(code)
             assembler = GradientAssembler(code, supports, problem.n_features,
                                           backend=setup.backend)
             master = MasterLoop(comm, code, supports, assembler, setup.optimizer,
-                                backend=setup.backend)
+                                backend=setup.backend, deadline=setup.deadline)
             barrier(comm)
             started = time.perf_counter()
             for iteration in range(setup.iterations):
@@ -409,7 +424,7 @@ def _run_mpi(problem, setup, comm, objective, keep_trajectory):
             WorkerLoop(comm, rank - 1, code.n_workers, task, setup.delay_model, setup.seed).run()
             buffer = np.empty(_packed_length(setup, problem.n_features, objective,
                                              keep_trajectory))
-    _broadcast_from_master(comm, buffer)
+    broadcast(comm, buffer)
     return _unpack(buffer, setup, problem.n_features, objective, keep_trajectory, rank)
 
 
@@ -493,42 +508,6 @@ def _unpack(buffer, setup, n_features, objective, keep_trajectory, rank):
                      objective_values=values, trajectory=trajectory, rank=rank)
 
 
-def _broadcast_from_master(comm, buffer):
-    """Copy rank 0's buffer to every rank (buffer-based); waits asleep, not spinning.
-
-    Belongs in gc_fast.runtime (the only module meant to talk MPI); kept
-    here until it moves there.
-    """
-    from .runtime import barrier
-
-    barrier(comm)  # the master may still be evaluating the objective: wait without spinning
-    comm.Bcast(buffer, root=0)
-
-
-@contextmanager
-def _abort_on_error(comm):
-    """An exception on one rank (a user gradient or objective raising) ends every rank.
-
-    Otherwise the master would wait forever for a dead worker, or the
-    workers for a dead master. Belongs in gc_fast.runtime with
-    _broadcast_from_master.
-    """
-    try:
-        yield
-    except BaseException:
-        traceback.print_exc()
-        sys.stderr.flush()
-        comm.Abort(1)
-        raise
-
-
-def _world():
-    """MPI.COMM_WORLD. Belongs in gc_fast.runtime, with _broadcast_from_master."""
-    from mpi4py import MPI
-
-    return MPI.COMM_WORLD
-
-
 def _launched_size():
     """Number of ranks the MPI launcher started, from its environment (1 without one)."""
     for variable in _LAUNCHER_SIZE_VARIABLES:
@@ -549,7 +528,9 @@ def _resolve_comm(local, comm):
     if local is True:
         return None
     if comm is None and (_launched_size() > 1 or "mpi4py.MPI" in sys.modules):
-        comm = _world()
+        from .runtime import world
+
+        comm = world()
     if comm is not None and comm.Get_size() > 1:
         return comm
     if local is False:

@@ -19,7 +19,10 @@ Waiting ranks never spin in MPI's progress engine: they poll with Test and
 sleep with a short exponential back-off, so ranks that compute keep the CPU.
 """
 import os
+import sys
 import time
+import traceback
+from contextlib import contextmanager
 
 import numpy as np
 from mpi4py import MPI
@@ -83,6 +86,28 @@ def _wait_all(requests):
 def barrier(comm):
     """MPI barrier that sleeps instead of spinning while other ranks work."""
     _wait_all([comm.Ibarrier()])
+
+
+def world():
+    """MPI.COMM_WORLD, for modules that do not import mpi4py themselves."""
+    return MPI.COMM_WORLD
+
+
+def broadcast(comm, buffer, root=0):
+    """Copy root's float64 `buffer` into every rank's `buffer` (buffer-based); never spins."""
+    _wait_all([comm.Ibcast([buffer, MPI.DOUBLE], root=root)])
+
+
+@contextmanager
+def abort_on_error(comm):
+    """An exception on one rank ends every rank, instead of leaving the others waiting forever."""
+    try:
+        yield
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        comm.Abort(1)
+        raise
 
 
 ERROR_BYTES = 1024

@@ -5,55 +5,74 @@
     python -m gc_fast.simulate --calibrate              # measure this machine, save the cost file
     python -m gc_fast.simulate --validate RUN.json ...  # predicted vs measured trainer runs
 
-One iteration (times in seconds after the master starts it):
+One iteration (seconds after the master starts it; CostModel names the costs):
 
-1. The master gathers each worker's query point (``master_byte_seconds`` per
-   byte) and sends the points in worker order through its one egress link
-   (``bytes / bandwidth`` each, one after another), plus ``latency``.
-2. Worker w sleeps its injected delay (``--delay``, drawn by the very
-   ``gc_fast.stragglers.DelayModel`` the trainer uses, or replayed with
-   ``--trace``), then computes its messages in send order: ``nnz_seconds``
-   per stored non-zero of the rows a message covers (or ``partition_seconds``
-   per 1/n of the data set), times the DelayModel's ``compute_factor``. With
-   fewer ``cores`` than workers, the computing workers share the cores
-   (processor sharing: each runs at min(1, cores / busy workers)).
-3. A finished message travels ``latency`` then queues at the master's one
-   ingress link: messages are received one after another, ``bytes /
-   bandwidth`` each, in the order they reach it.
+1. The master handles the workers' query points in worker order: gathers
+   each (master_byte_seconds per byte), hands it to MPI (message_seconds)
+   and sends it (bytes / bandwidth: the master's copy on one machine, its
+   egress link on a cluster). Worker w has its point `latency` later.
+2. Worker w sleeps its injected delay (``--delay``, drawn by the trainer's own
+   ``gc_fast.stragglers.DelayModel``: delays_matrix, compute_factor; or
+   replayed with ``--trace``), then computes its messages in send order:
+   nnz_seconds per stored non-zero of the rows a message covers (or
+   partition_seconds per 1/n of the data set) times compute_factor, plus
+   message_seconds (and the copy, on one machine) per message it handles.
+3. A sent message reaches the master `latency` later and queues at its
+   ingress: the master receives one message at a time (message_seconds +
+   bytes / bandwidth each), in the order they reach it, after it has sent
+   every point.
 4. The master decodes at the earliest decodable set: naive all n; ignore any
    n - s; frc the first message of every group (possibly fewer than n - s);
-   crc any n - s (or, with the exact rule, the code object's is_decodable on
-   every arrival prefix, which can decode earlier); partial-* all first
-   messages plus the frc/crc rule on the second ones.
-5. It combines the messages with non-zero decode coefficients
-   (``master_byte_seconds`` per byte) and takes the optimiser step
-   (``step_byte_seconds`` per byte of the model).
+   crc any n - s, or with the exact rule (code objects, default for n <=
+   EXACT_MAX_WORKERS) the first arrival prefix the code's decoder accepts,
+   which can be earlier; partial-* all first messages plus the frc/crc rule
+   on the second ones.
+5. It decode-combines the messages with non-zero coefficients
+   (master_byte_seconds per byte) and takes the optimiser step
+   (step_byte_seconds per byte of the model): the iteration ends.
 
-The iteration time is the end of step 5. Every (scheme, s) faces the same
-delays under one seed, as in the trainer.
+One machine (finite ``cores``, e.g. the trainer under mpiexec here): every
+rank that works (the master included) shares the cores with `background`
+other busy processes, and waiting ranks burn `poll_load` of a core, so a
+busy rank runs at CostModel.rate = min(1, cores / (background + busy +
+poll_load * waiting)) of an unloaded core (processor sharing, an event loop
+vectorised over iterations; latency stretches alike). A cluster (``cores``
+inf): a core per rank and full-duplex links. Every (scheme, s) faces the same
+delays under one seed, as in the trainer. Not modelled: work on stale
+iterations (stragglers are abandoned when the next point arrives) and the
+pause form's carry-over (its pause counts as a delay of that iteration).
 
 Public API (shared with local mode, which runs the real master with
 in-process workers on this virtual clock):
 
-* ``CostModel``: the measured costs above (dataclass; ``to_dict``/``from_dict``,
+* ``CostModel``: the costs (dataclass; ``to_dict``/``from_dict``,
   ``save(path)``/``load(path)`` as JSON; ``calibrate()`` measures them).
 * ``message_arrival_times(compute_seconds, delays, message_bytes, costs, *,
-  message_worker=None, start_seconds=0.0)``: virtual arrival time at the
-  master of every message (steps 2-3, honouring core sharing and the shared
-  ingress), vectorised over any leading (iteration) axes.
-* ``point_arrival_times(point_bytes, costs)``: when each worker holds its
-  query point (step 1), to pass as ``start_seconds``.
-* ``master_seconds(combined_bytes, n_features, costs)``: the master's
-  decode-combine + step time (step 5).
+  message_worker=None, start_seconds=0.0, point_bytes=None)``: virtual
+  arrival time at the master of every message (steps 1-3, with the shared
+  master ingress and core sharing), vectorised over leading (iteration)
+  axes; ``timeline`` returns worker start and end times too.
+* ``master_seconds(combined_bytes, n_features, costs, *, n_workers=0,
+  busy_workers=0)``: the master's decode-combine + step time (step 5).
 * ``decode_times(scheme, n_workers, n_stragglers, arrival, *, code=None)``:
-  decode time and messages combined per iteration (step 4).
+  decode time and combined messages per iteration (step 4).
 * ``Workload`` / ``build_workload``: per-message compute (nnz) and bytes of a
   (scheme, n, s) on a data set; ``simulate_iterations``: steps 1-5.
 
-Message sizes: a message is the worker's support (the columns its rows touch)
-in float64, as in the trainer. For n <= EXACT_MAX_WORKERS they come from the
-real code's placement and the real data; for larger n from the structural
-placement, with the support size measured on a seeded sample of
+Calibration (``--calibrate``, saved to ``--costs PATH`` or
+DEFAULT_COSTS_PATH, which later runs load): CPU time of the coded-gradient
+kernel per non-zero (a naive n = 4 worker of the data set, default
+amazon-like) and of the master's gather + combine and step per byte; a
+ping-pong of two ranks under the venv's mpiexec (``--pingpong``, polling
+like the runtime; two think times, four sizes) gives message_seconds,
+bandwidth and poll_load from the CPU time per round, latency from the wall
+time left over (scaled to an unloaded machine); cores from the affinity
+mask; background from the runnable count in /proc/loadavg.
+
+Message sizes: a message is the worker's support (the columns its rows
+touch) in float64, as in the trainer. For n <= EXACT_MAX_WORKERS they come
+from the real code's placement and the real data; for larger n from the
+structural placement, with the support size measured on a seeded sample of
 SUPPORT_SAMPLE workers and its mean used for every worker.
 
 Trace mode (``--trace FILE``) replays per-worker delays instead of drawing
@@ -62,10 +81,10 @@ row per iteration; null = never answers) or a trainer result
 (``python -m gc_fast.train --out``): per iteration, a worker's arrival is the
 earliest non-null ``arrival`` of its messages (``message_worker`` maps
 messages to ranks 1..n) and its delay is how much later than the median
-worker it arrived, floored at 0. A worker with no arrival (the master did not
-wait for it) is censored: it gets the lower bound (last arrival - median), so
-replaying a coded run's trace under naive is optimistic. Rows are replayed
-in order, cyclically if more iterations are asked for.
+worker it arrived, floored at 0. A worker with no arrival (the master did
+not wait for it) is censored: it gets the lower bound (last arrival -
+median), so replaying a coded run's trace under naive is optimistic. Rows
+are replayed in order, cyclically if more iterations are asked for.
 """
 from __future__ import annotations
 
@@ -87,10 +106,12 @@ from .stragglers import parse_delay
 
 EXACT_MAX_WORKERS = 32
 SUPPORT_SAMPLE = 64
-SHARING_MAX_WORKERS = 1024
+SHARING_MAX_WORKERS = 256
 DEFAULT_COSTS_PATH = Path.home() / ".cache" / "gc_fast" / "costs.json"
 PINGPONG_BYTES = (8, 262144, 1048576, 4194304)
 PINGPONG_THINK_SECONDS = (0.002, 0.008)
+POLL_SECONDS = 0.3
+EVICT_BYTES = 8 * 2 ** 20
 
 
 class UsageError(Exception):
@@ -378,7 +399,8 @@ def _event_loop(delays, milestones, n_steps, size, table, costs, point_bytes):
         to_milestone = np.where(busy, (target - served) / rate[:, None], np.inf).min(axis=1)
         to_start = np.where(started, np.inf, begin).min(axis=1) - now
         to_master = np.where(master_busy, master_left / rate, np.inf)
-        to_reach = np.where(master_busy, np.inf, np.where(pending > now[:, None], pending, np.inf).min(axis=1) - now)
+        upcoming = np.where(pending > now[:, None], pending, np.inf).min(axis=1)
+        to_reach = np.where(master_busy, np.inf, upcoming - now)
         dt = np.minimum(np.minimum(to_milestone, to_start), np.minimum(to_master, to_reach))
         live = np.isfinite(dt)
         if not live.any():
@@ -419,15 +441,16 @@ def message_arrival_times(compute_seconds, delays, message_bytes, costs, *, mess
     start_seconds: scalar or (..., n) added to every worker's start.
     point_bytes: (n,) bytes of each worker's query point. Without it, worker w
         starts at start_seconds + delays[w]; with it, the master first
-        gathers and sends the points in worker order (_point_work each) and
-        worker w starts latency + delays[w] after its point is sent.
+        gathers and sends the points in worker order (step 1 of the module
+        docstring) and worker w starts latency + delays[w] after its point.
     A worker spends compute + costs.message_seconds (+ copying the bytes on
     one machine) per message; a message reaches the master costs.latency
-    (divided by the current CostModel.rate) after it is sent and is received one at a time, in order of reaching the master
-    (costs.message_seconds + bytes / costs.bandwidth each). Finite
-    costs.cores: every rank, the master included, shares the cores with
-    costs.background processes (CostModel.rate); infinite: a core per rank.
-    Returns (..., M), inf for messages that never arrive.
+    after it is sent and is received one at a time, in the order messages
+    reach the master (costs.message_seconds + bytes / costs.bandwidth each).
+    Finite costs.cores: every rank, the master included, shares the cores
+    with costs.background processes and runs at CostModel.rate (latency
+    stretches alike); infinite: a core per rank. Returns (..., M), inf for
+    messages that never arrive.
     """
     result = timeline(compute_seconds, delays, message_bytes, costs, message_worker=message_worker,
                       start_seconds=start_seconds, point_bytes=point_bytes)
@@ -581,9 +604,14 @@ def build_workload(scheme, n_workers, n_stragglers, X, *, partitions_per_worker=
     message_nnz = np.array([partition_nnz[p].sum() for p in message_parts])
     message_fraction = np.array([partition_fraction[p].sum() for p in message_parts])
 
+    touched = np.zeros(X.shape[1], dtype=bool)
+
     def support_size(parts):
-        rows = [X.indices[X.indptr[bounds[j]]:X.indptr[bounds[j + 1]]] for j in parts]
-        return np.unique(np.concatenate(rows)).size
+        columns = np.concatenate([X.indices[X.indptr[bounds[j]]:X.indptr[bounds[j + 1]]] for j in parts])
+        touched[columns] = True
+        size = int(np.count_nonzero(touched))
+        touched[columns] = False
+        return size
 
     if worker_parts is not None:
         support = np.array([support_size(parts) for parts in worker_parts], dtype=np.float64)
@@ -628,15 +656,17 @@ def trace_delays(trace, n_workers=None):
             trace = json.loads(Path(trace).read_text())
         except (OSError, ValueError) as error:
             raise ValueError(f"cannot read trace {trace}: {error}") from None
-    if "delays" in trace:
-        delays = np.array([[np.inf if d is None else d for d in row] for row in trace["delays"]],
-                          dtype=np.float64)
-        n_censored = 0
-    elif "iterations" in trace:
-        delays, n_censored = _delays_from_arrivals(trace)
-    else:
-        raise ValueError("a trace needs 'delays' (rows of per-worker seconds) or 'iterations' with "
-                         "'arrival' lists (a python -m gc_fast.train --out file)")
+    try:
+        if "delays" in trace:
+            delays = np.array([[np.inf if d is None else d for d in row] for row in trace["delays"]],
+                              dtype=np.float64)
+            n_censored = 0
+        else:
+            delays, n_censored = _delays_from_arrivals(trace)
+    except (KeyError, TypeError, ValueError):
+        raise ValueError("a trace needs 'delays' (equal-length rows of per-worker seconds or null) or "
+                         "'iterations' with equal-length 'arrival' lists and 'message_worker' ranks "
+                         "(a python -m gc_fast.train --out file)") from None
     if delays.ndim != 2 or delays.shape[0] == 0 or delays.shape[1] == 0:
         raise ValueError("a trace needs at least one iteration of per-worker delays")
     if np.isnan(delays).any() or (delays < 0).any():
@@ -652,8 +682,7 @@ def _delays_from_arrivals(trace):
     n_messages = arrivals.shape[1] if arrivals.ndim == 2 else 0
     ranks = np.asarray(trace.get("message_worker", np.arange(1, n_messages + 1)), dtype=np.int64)
     if arrivals.ndim != 2 or ranks.shape != (n_messages,) or n_messages == 0 or ranks.min() < 1:
-        raise ValueError("trace 'arrival' lists must all have one entry per message and "
-                         "'message_worker' must give each message's worker rank 1..n")
+        raise ValueError("bad arrival lists")
     n = int(ranks.max())
     worker_arrival = np.full((arrivals.shape[0], n), np.inf)
     for m, rank in enumerate(ranks):
@@ -661,7 +690,7 @@ def _delays_from_arrivals(trace):
                                               np.where(np.isnan(arrivals[:, m]), np.inf, arrivals[:, m]))
     known = np.isfinite(worker_arrival)
     if not known.any(axis=1).all():
-        raise ValueError("every trace iteration needs at least one non-null arrival")
+        raise ValueError("an iteration without arrivals")
     observed = np.where(known, worker_arrival, np.nan)
     median = np.nanmedian(observed, axis=1)
     last = np.nanmax(observed, axis=1)
@@ -758,13 +787,16 @@ def configurations(schemes, stragglers, n_workers, *, explicit):
 
 
 def make_exact_code(scheme, n, s, *, partitions_per_worker=None, construction=None, seed=0):
-    """The code object for exact decoding and placement (crc, partial-crc need it; others are structural)."""
+    """The code object the trainer would build: its placement and its exact decoder."""
     options = {}
     if scheme.startswith("partial-"):
         options["partitions_per_worker"] = partitions_per_worker or s + 2
     if construction is not None and scheme in ("crc", "partial-crc"):
         options["construction"] = construction
-    return make_code(scheme, n, s, seed=seed, **options)
+    try:
+        return make_code(scheme, n, s, seed=seed, **options)
+    except RuntimeError as error:
+        raise ValueError(f"{error} (or pass --decode-rule structural)") from None
 
 
 def compare(pairs, n_workers, X, costs, delays, factors, *, partitions_per_worker=None,
@@ -813,9 +845,12 @@ def _pick(result):
 # --------------------------------------------------------------------------- calibration
 
 def _cpu_seconds(run, repeats):
-    """Median CPU seconds (process time: immune to other processes' load) of run(), after a warm-up."""
+    """Median CPU seconds of run() (process time: other processes' load does not count),
+    each time after evicting the caches, as ranks sharing cores find them."""
+    evict = np.zeros(EVICT_BYTES // 8)
     samples = []
     for _ in range(repeats + 1):
+        evict += 1.0
         started = time.process_time()
         run()
         samples.append(time.process_time() - started)
@@ -852,7 +887,7 @@ def _master_seconds_per_byte(X, repeats=30):
     assembler.values[:] = np.random.default_rng(0).normal(size=assembler.values.size)
     for message in range(code.n_messages):
         assembler.add(message)
-    optimizer = make_optimizer("nag", np.zeros(X.shape[1]), 1.0)
+    optimizer = make_optimizer("nag", np.zeros(X.shape[1]), 1e-12, l2=1e-4)
     gradient = np.zeros(X.shape[1])
     buffers = [np.empty(len(support)) for support in supports]
 
@@ -863,21 +898,22 @@ def _master_seconds_per_byte(X, repeats=30):
         assembler.combine(gradient)
 
     def step():
-        gradient[:] += 1e-4 * optimizer.query_point()
-        optimizer.step(1e-12 * gradient)
+        optimizer.step(gradient)
 
     message_bytes = 2 * assembler.values.nbytes  # gathered out + combined in
     return (_cpu_seconds(gather_and_combine, repeats) / message_bytes,
             _cpu_seconds(step, repeats) / (8.0 * X.shape[1]))
 
 
-def _pingpong(repeats=20):
-    """Hidden mode under mpiexec -n 2: wall and CPU time of messages, polled like the runtime.
+def _pingpong(repeats=30):
+    """Hidden mode under mpiexec -n 2: wall and CPU time of messages, waited for like the runtime.
 
-    For each think time and size: rank 0 sleeps `think`, sends, waits for the
-    reply; rank 1 waits, sleeps `think`, replies; both wait with the runtime's
-    sleeping back-off. Prints JSON on rank 0: per (think, bytes), the median
-    one-way wall time and each rank's median CPU seconds per round.
+    First each rank waits POLL_SECONDS for a message (its CPU time over that
+    wait: the polling load). Then for each think time and size: rank 0
+    sleeps `think`, sends, waits for the reply; rank 1 waits, sleeps
+    `think`, replies. Prints JSON on rank 0: {"poll_load": [per rank],
+    "rounds": [per (think, bytes): median one-way wall seconds and each
+    rank's median CPU seconds per round]}.
     """
     from mpi4py import MPI
 
@@ -887,7 +923,17 @@ def _pingpong(repeats=20):
     rank = comm.Get_rank()
     if comm.Get_size() != 2:
         raise UsageError("--pingpong runs under mpiexec -n 2")
-    records = []
+    token = np.zeros(1)
+    poll_load = []
+    for waiting in (0, 1):
+        cpu = time.process_time()
+        if rank == waiting:
+            _wait_all([comm.Irecv([token, MPI.DOUBLE], source=1 - rank, tag=3)])
+            poll_load.append((time.process_time() - cpu) / POLL_SECONDS)
+        else:
+            time.sleep(POLL_SECONDS)
+            _wait_all([comm.Isend([token, MPI.DOUBLE], dest=1 - rank, tag=3)])
+    rounds = []
     for think in PINGPONG_THINK_SECONDS:
         for size in PINGPONG_BYTES:
             buffer = np.zeros(size // 8)
@@ -907,31 +953,34 @@ def _pingpong(repeats=20):
                 cpus.append(time.process_time() - cpu)
             both = comm.gather(float(np.median(cpus[2:])), root=0)
             if rank == 0:
-                records.append({"think": think, "bytes": size, "one_way": float(np.median(walls[2:])),
-                                "cpu": both})
+                rounds.append({"think": think, "bytes": size, "one_way": float(np.median(walls[2:])),
+                               "cpu": both})
+    loads = comm.gather(poll_load[0], root=0)
     if rank == 0:
-        print(json.dumps(records), flush=True)
+        print(json.dumps({"poll_load": loads, "rounds": rounds}), flush=True)
 
 
-def fit_pingpong(records):
-    """(bandwidth, latency, message_seconds, poll_load) from _pingpong's records.
+def fit_pingpong(measured):
+    """(bandwidth, latency, message_seconds, poll_load) from _pingpong's output.
 
-    Per round each rank sends and receives one message and waits about
-    `think`: cpu = 2 message_seconds + 2 bytes / bandwidth + poll_load * think
-    (least squares over both ranks). latency: the median one-way wall time
-    left after those CPU parts (at least 0), as measured (calibrate scales it
-    to an unloaded machine).
+    poll_load: the mean of the ranks' measured polling loads. Per round each
+    rank sends and receives one message and waits about `think`, so
+    cpu - poll_load * think = 2 message_seconds + 2 bytes / bandwidth (least
+    squares over both ranks). latency: the median one-way wall time left
+    after those CPU parts (at least 0), as measured (calibrate scales it to
+    an unloaded machine).
     """
+    poll_load = float(np.mean(measured["poll_load"]))
     design, cpu = [], []
-    for record in records:
+    for record in measured["rounds"]:
         for rank_cpu in record["cpu"]:
-            design.append([2.0, 2.0 * record["bytes"], record["think"]])
-            cpu.append(rank_cpu)
-    message_seconds, seconds_per_byte, poll_load = np.maximum(
+            design.append([2.0, 2.0 * record["bytes"]])
+            cpu.append(rank_cpu - poll_load * record["think"])
+    message_seconds, seconds_per_byte = np.maximum(
         np.linalg.lstsq(np.array(design), np.array(cpu), rcond=None)[0], 0.0)
     bandwidth = 1.0 / max(seconds_per_byte, 1e-13)
-    leftover = [r["one_way"] - 2 * message_seconds - r["bytes"] / bandwidth for r in records]
-    return float(bandwidth), max(0.0, float(np.median(leftover))), float(message_seconds), float(poll_load)
+    leftover = [r["one_way"] - 2 * message_seconds - r["bytes"] / bandwidth for r in measured["rounds"]]
+    return float(bandwidth), max(0.0, float(np.median(leftover))), float(message_seconds), poll_load
 
 
 def _measure_link(timeout=120):
@@ -1098,15 +1147,16 @@ def build_parser():
     add("--delay", default="none", metavar="SPEC", help="straggler model, as the trainer's --delay")
     add("--trace", default=None, metavar="FILE", help="replay per-worker delays from FILE instead")
     add("--seed", type=int, default=0, help="seed for data, code and delays (default 0)")
-    add("--iterations", "-T", type=int, default=None, help="iterations simulated (default 100, or the trace's)")
+    add("--iterations", "-T", type=int, default=None,
+        help="iterations simulated (default 100, or the trace's)")
     add("--dataset", default="amazon-like", metavar="amazon-like|gmm|PATH",
         help="data set whose shape sets compute and message sizes (default amazon-like)")
     add("--rows", type=int, default=None, help="training rows of a synthetic set")
     add("--features", type=int, default=None, help="features of a synthetic set")
     add("--nnz-per-row", type=int, default=None, help="non-zeros per row of amazon-like")
     add("--decode-rule", choices=("auto", "exact", "structural"), default="auto",
-        help=f"exact: the code objects' decoders; structural: the n - s rules; "
-             f"auto: exact for n <= {EXACT_MAX_WORKERS}")
+        help=f"exact: the code objects' decoders (slow for large n); structural: the n - s rules; "
+             f"auto (default): exact for n <= {EXACT_MAX_WORKERS}")
     add("--costs", default=None, metavar="PATH",
         help=f"cost file to load (or to write with --calibrate); default {DEFAULT_COSTS_PATH} if it exists")
     add("--nnz-seconds", type=float, default=None, help="override: compute seconds per non-zero")
@@ -1118,7 +1168,8 @@ def build_parser():
     add("--poll-load", type=float, default=None, help="override: fraction of a core a waiting rank polls")
     add("--master-byte-seconds", type=float, default=None,
         help="override: master gather/decode-combine seconds per byte")
-    add("--step-byte-seconds", type=float, default=None, help="override: optimiser step seconds per model byte")
+    add("--step-byte-seconds", type=float, default=None,
+        help="override: optimiser step seconds per model byte")
     add("--cores", type=float, default=None, help="override: cores the ranks share (inf: one each)")
     add("--background", type=float, default=None,
         help="override: other busy processes on those cores (the machine's load while the job runs)")
@@ -1135,7 +1186,7 @@ def build_parser():
 def _stragglers(text, n_workers, plan_mode):
     if text is None:
         if plan_mode:
-            return list(range(0, min(n_workers - 1, 4) + 1))
+            return list(range(1, min(n_workers - 1, 4) + 1)) or [0]
         return [min(1, n_workers - 1)]
     try:
         values = [int(part) for part in text.split(",")]
@@ -1228,6 +1279,9 @@ def run_simulation(args):
     print(f"gc_fast.simulate: {title}\n{_costs_header(costs)}\ndata: {data_label(args.dataset, X)}; "
           f"message sizes from {results[0]['supports']}")
     print(results_table(results))
+    if costs.shared and n_workers + 1 > 2 * costs.cores:
+        notes.append(f"note: all {n_workers + 1} ranks share {costs.cores:g} cores (the cost file's "
+                     f"machine); pass --cores inf to model a core per rank")
     for note in notes:
         print(note)
     chosen = plan(results) if args.plan else None
@@ -1241,11 +1295,20 @@ def run_simulation(args):
                   "costs": costs.to_dict(),
                   "results": [{k: v for k, v in r.items() if k != "times"} for r in results],
                   "notes": notes, "plan": chosen}
-        Path(args.json).write_text(json.dumps(record, indent=2, default=_json_number) + "\n")
+        Path(args.json).write_text(json.dumps(_json_ready(record), indent=2) + "\n")
 
 
-def _json_number(value):
-    return float(value) if isinstance(value, np.floating) else str(value)
+def _json_ready(value):
+    """value with numpy scalars as Python numbers and inf/nan as null (strict JSON)."""
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def run_calibration(args):
@@ -1267,7 +1330,8 @@ def run_validation(args):
                            f"{r['error_percent']:+.1f}", _ms(r["predicted_p50_s"]),
                            _ms(r["measured_p50_s"])) for r in rows]))
     if args.json:
-        Path(args.json).write_text(json.dumps({"costs": costs.to_dict(), "runs": rows}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps(_json_ready({"costs": costs.to_dict(), "runs": rows}), indent=2)
+                                   + "\n")
 
 
 def main(argv=None):

@@ -26,6 +26,7 @@ from .optim import OPTIMIZERS, make_optimizer
 from .stragglers import __doc__ as DELAY_DOC
 from .stragglers import parse_delay
 
+SNAPSHOT_BYTES = 256 * 2**20
 SCHEMES = ("naive", "ignore", "frc", "crc", "partial-frc", "partial-crc")
 
 
@@ -73,8 +74,9 @@ def build_parser():
     add("--save-model", default=None, metavar="PATH", help="save the final weights as .npy")
     add("--save-trajectory", default=None, metavar="PATH",
         help="save every iterate as one (iterations, features) .npy array")
-    add("--eval-every", type=int, default=1,
-        help="evaluate loss and AUC every K iterations, after the timed loop (default 1)")
+    add("--eval-every", type=int, default=None, metavar="K",
+        help="evaluate loss and AUC every K iterations, from snapshots kept during the run and "
+             "evaluated after the timed loop (default 1, coarser when snapshots would pass 256 MB)")
     add("--deadline", type=float, default=60.0, metavar="SECONDS",
         help="longest wait for a decodable set of messages in one iteration; past it the master "
              "writes a checkpoint, names the silent workers and exits with status 3 (default 60)")
@@ -110,7 +112,7 @@ def validate(args, n_workers):
                          "mpirun -n N python -m gc_fast.train with N >= 2 (N = workers + 1)")
     if args.iterations < 1:
         raise UsageError("--iterations must be >= 1")
-    if args.eval_every < 1:
+    if args.eval_every is not None and args.eval_every < 1:
         raise UsageError("--eval-every must be >= 1")
     if args.checkpoint_every < 1:
         raise UsageError("--checkpoint-every must be >= 1")
@@ -220,6 +222,8 @@ def run_master(comm, args, run):
     master = MasterLoop(comm, code, supports, assembler, optimizer, backend=args.backend,
                         deadline=args.deadline)
     barrier(comm)
+    if args.eval_every is None:  # keep the snapshots under SNAPSHOT_BYTES
+        args.eval_every = max(1, -(-args.iterations * n_features * 8 // SNAPSHOT_BYTES))
     records, snapshots, trajectory = [], {}, []
     progress = _Progress(args.iterations, enabled=not args.quiet)
     started = time.perf_counter()

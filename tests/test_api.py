@@ -9,6 +9,7 @@ import pytest
 
 import gc_fast
 from gc_fast.simulate import CostModel
+from gc_fast.stragglers import parse_delay
 
 from mpi_helpers import MPIEXEC, mpi_env
 
@@ -101,6 +102,11 @@ def test_coded_mlp_follows_uncoded_trajectory(uncoded, scheme, n_stragglers, del
     assert max_relative_difference(result.trajectory, uncoded.trajectory) <= 1e-9
     assert result.n_skipped > 0, "the stragglers' messages should have been skipped"
     assert result.residuals.max() <= 1e-9
+    delay_model = parse_delay(delay)
+    for iteration, record in enumerate(result.history):  # tolerated stragglers were never waited for
+        late = np.flatnonzero(delay_model.delays(0, iteration, 4) > 0)
+        if 0 < len(late) <= n_stragglers:
+            assert np.isnan(record["arrival"][np.isin(result.code.message_worker, late)]).all()
 
 
 def test_ignoring_stragglers_is_inexact(uncoded):
@@ -168,8 +174,10 @@ def test_objective_is_evaluated_on_snapshots(uncoded):
 
 
 def test_too_many_failures_raise_a_clear_error():
-    with pytest.raises(RuntimeError, match=r"workers \[1, 2, 3\] never answer"):
+    with pytest.raises(RuntimeError, match="iteration 4: .* ever; workers silent: 2, 3, 4"):
         mlp_run(scheme="crc", n_stragglers=1, delay="fail:workers=2,3,4,at=4")
+    with pytest.raises(RuntimeError, match=r"iteration \d+: .* within 0.5 s .*: [234], [34]"):
+        mlp_run(scheme="crc", n_stragglers=1, delay="count:k=2,seconds=1", deadline=0.5)
 
 
 @pytest.mark.parametrize("options, message", [
@@ -182,6 +190,7 @@ def test_too_many_failures_raise_a_clear_error():
     ({"local": False}, "mpirun -n N"),
     ({"w0": np.zeros((2, 2))}, "1-D"),
     ({"support": [[0]] * 3}, "one index array per partition"),
+    ({"deadline": 0}, "deadline"),
     ({"partition_gradient": lambda j, w: np.zeros(3)}, r"shape \(3,\)"),
 ])
 def test_bad_input_raises_one_line_value_error(options, message):
@@ -255,20 +264,24 @@ def test_digits_example_matches_uncoded(n_ranks):
     assert difference <= 1e-9
 
 
-def test_an_exception_on_one_rank_ends_the_mpi_run(tmp_path):
-    """A user gradient raising on a worker ends every rank (no master waiting forever)."""
-    (tmp_path / "script.py").write_text(textwrap.dedent('''
+@pytest.mark.parametrize("options, expected", [
+    ("", "bad partition 1"),
+    ("delay='fail:workers=1,2,at=2', deadline=1.0", "DeadlineExceeded"),
+])
+def test_an_error_on_one_rank_ends_every_rank(tmp_path, options, expected):
+    """A worker's gradient raising, or the master's deadline passing, ends the MPI run (no hang)."""
+    (tmp_path / "script.py").write_text(textwrap.dedent(f'''
         import numpy as np
         import gc_fast
 
         def partition_gradient(j, w):
-            if j == 1:
+            if j == 1 and not {bool(options)}:
                 raise RuntimeError("bad partition 1")
             return w - 1.0
 
-        gc_fast.run(partition_gradient, np.zeros(3), 2, lr=0.1, iterations=5)
+        gc_fast.run(partition_gradient, np.zeros(3), 2, lr=0.1, iterations=5, {options})
     '''))
     finished = subprocess.run([MPIEXEC, "-n", "3", sys.executable, "script.py"], cwd=tmp_path,
                               env=mpi_env(), capture_output=True, text=True, timeout=60)
     assert finished.returncode != 0
-    assert "bad partition 1" in finished.stderr
+    assert expected in finished.stderr
