@@ -277,11 +277,13 @@ class CyclicRepetitionCode(GradientCode):
     The BCH bound makes both codes MDS, so every n - s rows are independent
     and every pattern of at most s stragglers decodes in exact arithmetic.
     The multiplier g and the block are chosen at construction,
-    deterministically (``_select_cyclic_design``): first by spectral spread,
-    then by the tail of the decode-vector norm over sampled straggler sets,
-    which bounds the float error of a decoded gradient. The block centred at
-    -1 with g = 1 is orders of magnitude worse for larger n (see
-    bench/bench_codes.py). ``multiplier`` and ``negacyclic`` record the choice.
+    deterministically (``_select_cyclic_design``), by the product of the
+    spectral spread of p (which bounds the condition number of B on its row
+    space) and the 99th percentile of the decode-vector norm over sampled
+    straggler sets (which bounds the float error of a decoded gradient). The
+    block centred at -1 with g = 1 is orders of magnitude worse for larger n
+    (see bench/bench_codes.py). ``multiplier`` and ``negacyclic`` record the
+    choice; ``seed`` is not used.
 
     Floating point: with s stragglers the decode vector is unique, and it
     passes the residual check only if its rounding floor, about
@@ -322,11 +324,11 @@ class CyclicRepetitionCode(GradientCode):
         return _select_cyclic_design(n, s)
 
     def _zero_missing(self, vector, missing):
-        """Add the kernel vector (least squares, minimum norm) that best zeroes vector[missing]."""
+        """Add the kernel vector (least squares, minimum norm) that best zeroes vector[missing];
+        the caller sets the missing entries, then ~0, to exactly 0."""
         if missing.size and self._kernel.shape[1]:
             coefficients = np.linalg.lstsq(self._kernel[missing], -vector[missing], rcond=None)[0]
             vector += self._kernel @ coefficients
-        vector[missing] = 0.0
         return vector
 
     def _solve(self, mask):

@@ -26,7 +26,7 @@ def coded_message(code, worker):
 
 
 def decode_patterns(code, stragglers):
-    """Decode every pattern (rows of straggling workers); return (vectors, missing-message mask)."""
+    """Decode every pattern (rows of straggling workers): (vectors, missing-message mask, refused)."""
     vectors = np.zeros((len(stragglers), code.n_messages))
     missing = np.zeros((len(stragglers), code.n_messages), dtype=bool)
     refused = []
