@@ -30,8 +30,8 @@ from mpi4py import MPI
 from . import kernels
 
 POLL_MIN_SLEEP = 2e-5
-POLL_MAX_SLEEP = 5e-4
-MASTER_MAX_SLEEP = 1e-4  # the master is on the critical path: it looks more often
+POLL_MAX_SLEEP = float(os.environ.get("TUNE_W", 5e-4))
+MASTER_MAX_SLEEP = float(os.environ.get("TUNE_M", 1e-4))  # the master is on the critical path: it looks more often
 
 
 def _tag_range(comm):
@@ -108,6 +108,53 @@ def abort_on_error(comm):
         sys.stderr.flush()
         comm.Abort(1)
         raise
+
+
+def pingpong(comm, sizes, think_seconds, *, repeats=30, poll_seconds=0.3):
+    """Wall and CPU time of messages between ranks 0 and 1, waited for as the loops here wait.
+
+    First each rank waits poll_seconds for a message (its CPU time over that
+    wait: the polling load). Then for each think time and size: rank 0
+    sleeps `think`, sends, waits for the reply; rank 1 waits, sleeps `think`,
+    replies. Returns on rank 0 {"poll_load": [per rank], "rounds": [per
+    (think, bytes): median one-way wall seconds and each rank's median CPU
+    seconds per round]}, None on rank 1. For gc_fast.simulate --calibrate.
+    """
+    rank = comm.Get_rank()
+    token = np.zeros(1)
+    poll_load = []
+    for waiting in (0, 1):
+        cpu = time.process_time()
+        if rank == waiting:
+            _wait_all([comm.Irecv([token, MPI.DOUBLE], source=1 - rank, tag=3)])
+            poll_load.append((time.process_time() - cpu) / poll_seconds)
+        else:
+            time.sleep(poll_seconds)
+            _wait_all([comm.Isend([token, MPI.DOUBLE], dest=1 - rank, tag=3)])
+    rounds = []
+    for think in think_seconds:
+        for size in sizes:
+            buffer = np.zeros(size // 8)
+            walls, cpus = [], []
+            for _ in range(repeats + 2):
+                cpu = time.process_time()
+                if rank == 0:
+                    time.sleep(think)
+                    started = time.perf_counter()
+                    _wait_all([comm.Isend([buffer, MPI.DOUBLE], dest=1, tag=1)])
+                    _wait_all([comm.Irecv([buffer, MPI.DOUBLE], source=1, tag=2)])
+                    walls.append((time.perf_counter() - started - think) / 2)
+                else:
+                    _wait_all([comm.Irecv([buffer, MPI.DOUBLE], source=0, tag=1)])
+                    time.sleep(think)
+                    _wait_all([comm.Isend([buffer, MPI.DOUBLE], dest=0, tag=2)])
+                cpus.append(time.process_time() - cpu)
+            both = comm.gather(float(np.median(cpus[2:])), root=0)
+            if rank == 0:
+                rounds.append({"think": think, "bytes": size, "one_way": float(np.median(walls[2:])),
+                               "cpu": both})
+    loads = comm.gather(poll_load[0], root=0)
+    return {"poll_load": loads, "rounds": rounds} if rank == 0 else None
 
 
 ERROR_BYTES = 1024

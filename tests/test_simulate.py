@@ -203,9 +203,12 @@ def test_trace_from_trainer_arrivals():
 
 def test_plan_picks_a_coded_scheme_against_one_slow_worker(tmp_path, capsys):
     out = tmp_path / "plan.json"
+    plot = tmp_path / "plan.png"
     argv = ["--workers", "4", "--plan", "--stragglers", "1", "--delay", "count:k=1,seconds=1",
-            "--iterations", "10", "--costs", str(write_costs(tmp_path)), *SMALL, "--json", str(out)]
+            "--iterations", "10", "--costs", str(write_costs(tmp_path)), *SMALL, "--json", str(out),
+            "--plot", str(plot)]
     assert simulate.main(argv) == 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     chosen = json.loads(out.read_text())["plan"]
     assert chosen["best"]["scheme"] in ("frc", "crc") and chosen["best"]["n_stragglers"] == 1
     assert chosen["best"]["mean_s"] < 0.1
