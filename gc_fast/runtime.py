@@ -30,8 +30,8 @@ from mpi4py import MPI
 from . import kernels
 
 POLL_MIN_SLEEP = 2e-5
-POLL_MAX_SLEEP = float(os.environ.get("TUNE_W", 5e-4))
-MASTER_MAX_SLEEP = float(os.environ.get("TUNE_M", 1e-4))  # the master is on the critical path: it looks more often
+POLL_MAX_SLEEP = 5e-4
+MASTER_MAX_SLEEP = 1e-4  # the master is on the critical path: it looks more often
 
 
 def _tag_range(comm):
