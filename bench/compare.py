@@ -1,8 +1,10 @@
 """Every scheme through the real MPI trainer, same data, same injected stragglers.
 
-    python bench/compare.py                                  # the default grid (a few minutes)
+    python bench/compare.py                   # the default grid, about 6 minutes on 2 cores
     python bench/compare.py --workers 8,12 --stragglers 1,2,3 --repeats 3 --iterations 40 \\
-        --delay fixed:p=0.2,seconds=0.05
+        --delay fixed:p=0.2,seconds=0.05     # a larger grid (about 15 minutes on 2 cores)
+    python bench/compare.py --workers 4 --stragglers 1 --repeats 2 --iterations 10 \\
+        --rows 2000 --features 5000 --out /tmp/c.json --figures /tmp/fig   # a smoke test
     python bench/compare.py --replot bench/results/compare.json   # tables and figures only
 
 For each repetition r (seed = --seed + r) the script writes the Amazon-shaped
@@ -376,7 +378,8 @@ def print_tables(results):
               f"{r['sent_ratio_paper_over_ours']:>7.1f}x{r['received_ratio_paper_waited_over_ours']:>7.1f}x")
     print("  msgs: messages received before the decode (gc_fast); waited: the messages the paper's "
           "master waits for; on wire: all n (2n partial) dense messages the workers send;\n"
-          "  sent x / recv x: paper dense bytes / gc_fast bytes (recv: waited-for messages only)")
+          "  sent x / recv x: paper dense bytes / gc_fast bytes (recv: waited-for messages only); gc_fast recv "
+          "also counts stale messages of earlier iterations landing in this one")
     if results["skipped"]:
         print("\nSkipped: " + "; ".join(f"{k['scheme']} n={k['n']} s={k['s']} ({k['reason']})"
                                         for k in results["skipped"]))
@@ -580,10 +583,10 @@ def main(argv=None):
                                      epilog=__doc__.split("\n", 2)[2])
     add = parser.add_argument
     add("--workers", type=int_list, default=[8, 12], help="n values, comma-separated (default 8,12)")
-    add("--stragglers", type=int_list, default=[1, 2, 3], help="s values (default 1,2,3)")
+    add("--stragglers", type=int_list, default=[1, 3], help="s values, comma-separated (default 1,3)")
     add("--schemes", type=scheme_list, default=list(ALL_SCHEMES), help="comma-separated or all (default all)")
-    add("--repeats", type=int, default=3, help="repetitions, seeds --seed, --seed+1, ... (default 3)")
-    add("--iterations", type=int, default=40, help="iterations per run (default 40)")
+    add("--repeats", type=int, default=2, help="repetitions, seeds --seed, --seed+1, ... (default 2)")
+    add("--iterations", type=int, default=30, help="iterations per run (default 30)")
     add("--delay", default="fixed:p=0.2,seconds=0.05", help="the trainer's --delay SPEC "
         "(default fixed:p=0.2,seconds=0.05)")
     add("--seed", type=int, default=0, help="seed of repetition 0 (default 0)")
