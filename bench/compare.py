@@ -549,7 +549,8 @@ def plot_arrivals(results, path):
         ax.set_title(f"{run['scheme']} (n = {n}, s = {run['s']}): mean {1e3 * summary['mean_iteration_s']:.1f} "
                      f"ms/iteration, {int(np.sum(state == 2))} of {state.size} messages skipped; "
                      f"longest iteration {times.max():.0f} ms", fontsize=9)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.08, 1.0), framealpha=0.9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.08, 1.0), facecolor="#9a9a9a",
+                  framealpha=1.0)
         fig.colorbar(image, ax=ax, pad=0.01, label="arrival (ms)")
     axes[-1][0].set_xlabel("iteration")
     fig.suptitle(f"Arrival time of each worker's message after the master sent the model; "

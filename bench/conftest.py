@@ -25,13 +25,19 @@ on a regression of the minimum by more than 20%:
         --benchmark-compare --benchmark-compare-fail=min:20%
     pytest-benchmark --storage file://bench/.benchmarks-saved compare --group-by=name   # tables only
 
-A flat JSON of one run (every benchmark's stats and extra_info) for scripts:
+A flat JSON of one run (every benchmark's stats and extra_info) for scripts; it also holds
+every round's time (stats.data, tens of MB), which bench/results/benchmark.json has stripped:
 
     python -m pytest bench --benchmark-json bench/results/benchmark.json
+    python -c "import json; p = 'bench/results/benchmark.json'; d = json.load(open(p)); \\
+        [b['stats'].pop('data', None) for b in d['benchmarks']]; json.dump(d, open(p, 'w'), indent=1)"
+
+bench/.benchmarks-saved/Linux-CPython-3.11-64bit/0001_baseline.json and
+bench/results/benchmark.json are the same session (2 shared cores, other jobs running).
 
 Every benchmark reports its ratio to its baseline in extra_info (speedup_vs_paper: the
-paper-style way of doing the same work; speedup_vs_cold for cached decoding), shown with
---benchmark-columns or in the JSON. The end-to-end benchmarks (bench_runtime.py) start
+paper-style way of doing the same work; speedup_vs_cold for cached decoding); the tables
+pytest-benchmark prints do not show extra_info, the JSON files do. The end-to-end benchmarks (bench_runtime.py) start
 mpiexec; GC_BENCH_E2E_ITERATIONS (default 30) sets their iterations.
 """
 from pathlib import Path

@@ -45,7 +45,7 @@ class GradientAssembler:
 
     def residual(self):
         """max |a @ B - 1| of the decode vector in use (0 for an exact decode)."""
-        return float(np.max(np.abs(self.decode_vector @ self.code.B - 1.0)))
+        return self.code.residual(self.decode_vector)
 
     def combine(self, out):
         """out <- sum_i a_i * message_i scattered to global coordinates."""

@@ -92,6 +92,9 @@ class GradientCode:
         self.decode_tolerance = DECODE_TOLERANCE
         self.cache_size = int(cache_size)
         self._holds = self.B != 0
+        # B is sparse (s + 1 non-zeros a row): its entries by (row, column), for residual()
+        self._entry_rows, self._entry_cols = np.nonzero(self._holds)
+        self._entry_values = self.B[self._entry_rows, self._entry_cols]
         self._messages = [np.flatnonzero(self.message_worker == w) for w in range(self.n_workers)]
         self._partitions = [np.flatnonzero(self._holds[m].any(axis=0)) for m in self._messages]
         self._cache = OrderedDict()
@@ -161,8 +164,9 @@ class GradientCode:
 
     def residual(self, vector):
         """max |vector @ B - 1|: how far a decode vector is from exact."""
-        used = np.flatnonzero(vector)
-        return float(np.max(np.abs(vector[used] @ self.B[used] - 1.0), initial=0.0))
+        total = np.bincount(self._entry_cols, weights=vector[self._entry_rows] * self._entry_values,
+                            minlength=self.n_partitions)
+        return float(np.max(np.abs(total - 1.0), initial=0.0))
 
     def _arrived_mask(self, arrived):
         if isinstance(arrived, np.ndarray):

@@ -165,6 +165,9 @@ def setup(comm, args):
                          "use fewer workers or more rows")
     run = argparse.Namespace(code=code, delay_model=delay_model, data=data,
                              bounds=partition_bounds(n_rows, code.n_partitions))
+    if rank != 0:
+        run.task = worker_task(args, run, rank - 1)
+        run.data = None  # a worker keeps only its own partitions
     if rank == 0:
         run.lr = args.lr if args.lr is not None else 1.0 / lipschitz_logistic(
             data.X_train, args.l2, seed=args.seed)
@@ -183,22 +186,26 @@ def setup(comm, args):
     return run
 
 
-def run_worker(comm, args, run):
+def worker_task(args, run, worker):
+    """The worker's own partitions as a task, its kernels compiled and warmed up."""
     from .data import build_worker_data
-    from .runtime import WorkerLoop, barrier
     from .tasks import SparseLinearTask
 
-    worker = comm.Get_rank() - 1
     X, y = run.data.X_train, run.data.y_train
     worker_data = build_worker_data(X, y, run.bounds, run.code, worker, row_scale=1.0 / X.shape[0])
-    run.data = None  # a worker keeps only its own partitions
     task = SparseLinearTask(worker_data, loss="logistic", backend=args.backend)
-    # Compile/warm the kernels before the master starts the clock.
-    task_outs = [np.zeros(length) for length in task.message_lengths]
-    for _ in task.run(np.zeros(len(task.support)), task_outs):
+    outs = [np.zeros(length) for length in task.message_lengths]
+    for _ in task.run(np.zeros(len(task.support)), outs):
         pass
+    return task
+
+
+def run_worker(comm, args, run):
+    from .runtime import WorkerLoop, barrier
+
     barrier(comm)
-    WorkerLoop(comm, worker, run.code.n_workers, task, run.delay_model, args.seed).run()
+    WorkerLoop(comm, comm.Get_rank() - 1, run.code.n_workers, run.task, run.delay_model,
+               args.seed).run()
     return 0
 
 
@@ -374,7 +381,7 @@ def main(argv=None):
     message = None
     try:
         run = setup(comm, args)
-    except (UsageError, ValueError, OSError, MemoryError) as error:
+    except (UsageError, ValueError, OSError, MemoryError, ImportError) as error:
         message = str(error) or type(error).__name__
     from .runtime import gather_errors
 
@@ -383,13 +390,16 @@ def main(argv=None):
         if rank == 0:
             print(f"gc_fast.train: error: {failed[0]}", file=sys.stderr, flush=True)
         return 2
-    if rank != 0:
-        return run_worker(comm, args, run)
-    try:
-        return run_master(comm, args, run)
-    except RunFailed as error:
-        print(f"gc_fast.train: error: {error}", file=sys.stderr, flush=True)
-        return 3
+    from .runtime import abort_on_error
+
+    with abort_on_error(comm):  # an unexpected error on one rank ends all, never a hang
+        if rank != 0:
+            return run_worker(comm, args, run)
+        try:
+            return run_master(comm, args, run)
+        except RunFailed as error:
+            print(f"gc_fast.train: error: {error}", file=sys.stderr, flush=True)
+            return 3
 
 
 def _fail_without_mpi(error):
