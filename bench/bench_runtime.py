@@ -40,6 +40,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+from _mpi import environment, mpiexec  # noqa: E402
 
 from gc_fast.assembly import GradientAssembler  # noqa: E402
 from gc_fast.codes import make_code  # noqa: E402
@@ -127,16 +128,8 @@ def test_decode_combine_throughput(benchmark, combine_case, method):
 
 # ---- end to end ------------------------------------------------------------------------------
 
-def mpiexec():
-    local = Path(sys.executable).parent / "mpiexec"
-    return str(local) if local.exists() else "mpiexec"
 
 
-def environment():
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def _run(command, cwd):

@@ -64,6 +64,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _mpi import environment, mpiexec
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -122,16 +123,8 @@ def plan_cases(schemes, workers, stragglers):
 
 # ---- running ---------------------------------------------------------------------------------
 
-def mpiexec():
-    local = Path(sys.executable).parent / "mpiexec"
-    return str(local) if local.exists() else "mpiexec"
 
 
-def environment():
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
 
 
 def prepare_data(directory, seed, rows, features, l2):

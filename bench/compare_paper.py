@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from _mpi import environment, mpiexec
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_BASELINE = HERE.parent.parent / "shared" / "baseline" / "paper_style.py"
@@ -31,15 +32,8 @@ CASES = [
 ]
 
 
-def mpiexec():
-    local = Path(sys.executable).parent / "mpiexec"
-    return str(local) if local.exists() else "mpiexec"
 
 
-def environment():
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1", NUMBA_NUM_THREADS="1")
-    return env
 
 
 def run(command, cwd):
