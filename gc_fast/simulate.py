@@ -35,7 +35,11 @@ One machine (finite ``cores``, e.g. the trainer under mpiexec here): every
 rank that works (the master included) shares the cores with `background`
 other busy processes, and waiting ranks burn `poll_load` of a core, so a
 busy rank runs at CostModel.rate = min(1, cores / (background + busy +
-poll_load * waiting)) of an unloaded core (processor sharing, an event loop
+poll_load * waiting)) / slowdown of an unloaded core, where slowdown = 1 +
+contention * max(0, (background + ranks) / cores - 1) is the extra CPU cost
+of oversubscribed cores (cache and memory contention, wake-ups: once
+measured in the trainer with 9 ranks on 2 cores, its kernel cost 4.6 ns per
+non-zero against 2.65 calibrated alone) (processor sharing, an event loop
 vectorised over iterations; latency stretches alike). A cluster (``cores``
 inf): a core per rank and full-duplex links. Every (scheme, s) faces the same
 delays under one seed, as in the trainer. Not modelled: work on stale
@@ -77,6 +81,13 @@ message_seconds and bandwidth (CPU time per round over four sizes and two
 think times) and latency (the one-way wall time left over, scaled to an
 unloaded machine); cores from the affinity mask; background from the
 runnable count in /proc/loadavg (before and after, minus the sampler).
+Those parts, measured in isolation, under-predict the trainer on
+oversubscribed cores, so calibrate then runs the trainer itself end to end
+(naive, no delay, CALIBRATION_ITERATIONS iterations, under the venv's
+mpiexec with CALIBRATION_RANKS ranks, on the same data set) and fits
+`contention` (least squares on log time, one parameter for all runs) so the
+model reproduces those runs' mean time per iteration (``fit_contention``);
+the fitted runs are stored in the cost file (calibration_runs).
 
 Message sizes: a message is the worker's support (the columns its rows
 touch) in float64, as in the trainer. For n <= EXACT_MAX_WORKERS they come
@@ -122,6 +133,8 @@ PINGPONG_BYTES = (8, 262144, 1048576, 4194304)
 PINGPONG_THINK_SECONDS = (0.002, 0.008)
 POLL_SECONDS = 0.3
 EVICT_BYTES = 8 * 2 ** 20
+CALIBRATION_RANKS = (5, 9)
+CALIBRATION_ITERATIONS = 30
 
 
 class UsageError(Exception):
@@ -148,10 +161,17 @@ class CostModel:
     step_byte_seconds: master's optimiser step, per byte of the model.
     cores: cores all ranks share (inf: a core per rank, no sharing).
     background: other busy processes on those cores (a shared machine's load).
+    contention: extra CPU cost per unit of oversubscription with finite
+        cores: every rank's work costs slowdown = 1 + contention * max(0,
+        (background + ranks) / cores - 1) times its isolated cost (fitted
+        by calibrate to end-to-end trainer runs; 0: none).
+    calibration_runs: the trainer runs contention was fitted to, as
+        [{"n_workers", "measured_mean_s", "predicted_mean_s"}] (information only).
     source: where the numbers come from (shown in the table header).
 
     With finite cores every busy rank runs at rate(busy) = min(1, cores /
-    (background + busy + poll_load * waiting ranks)) of an unloaded core.
+    (background + busy + poll_load * waiting ranks)) / slowdown of an unloaded
+    core (slowdown: see contention; ranks = busy + waiting).
     """
 
     nnz_seconds: float = 3e-9
@@ -164,11 +184,13 @@ class CostModel:
     step_byte_seconds: float = 1e-9
     cores: float = float("inf")
     background: float = 0.0
+    contention: float = 0.0
+    calibration_runs: tuple = ()
     source: str = "built-in defaults (not measured; run --calibrate)"
 
     def __post_init__(self):
         for name in ("nnz_seconds", "latency", "message_seconds", "poll_load", "master_byte_seconds",
-                     "step_byte_seconds", "background"):
+                     "step_byte_seconds", "background", "contention"):
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ValueError(f"cost {name} must be a finite number >= 0, got {value}")
@@ -190,6 +212,7 @@ class CostModel:
         """JSON-ready dict (cores inf is stored as null)."""
         values = dataclasses.asdict(self)
         values["cores"] = self.cores if self.shared else None
+        values["calibration_runs"] = [dict(run) for run in self.calibration_runs]
         return values
 
     @classmethod
@@ -202,6 +225,8 @@ class CostModel:
         values = dict(values)
         if values.get("cores", 0) is None:
             values["cores"] = float("inf")
+        if "calibration_runs" in values:
+            values["calibration_runs"] = tuple(dict(run) for run in values["calibration_runs"] or ())
         if source is not None:
             values["source"] = source
         return cls(**values)
@@ -231,7 +256,16 @@ class CostModel:
         if not self.shared:
             return np.ones(np.shape(busy))
         load = self.background + np.asarray(busy) + self.poll_load * np.asarray(waiting)
-        return np.minimum(1.0, self.cores / np.maximum(load, 1.0))
+        return np.minimum(1.0, self.cores / np.maximum(load, 1.0)) / self.slowdown(
+            np.asarray(busy) + np.asarray(waiting))
+
+    def slowdown(self, ranks):
+        """CPU cost factor of every rank's work when `ranks` ranks (and the background)
+        share the cores: 1 + contention * oversubscription (1 without sharing)."""
+        if not self.shared:
+            return np.ones(np.shape(ranks))
+        over = np.maximum(0.0, (self.background + np.asarray(ranks, dtype=np.float64)) / self.cores - 1.0)
+        return 1.0 + self.contention * over
 
     def copy_seconds(self, n_bytes):
         """CPU seconds a rank spends moving n_bytes itself (0 over a network link)."""
@@ -950,12 +984,17 @@ def fit_pingpong(measured):
     return float(bandwidth), max(0.0, float(np.median(leftover))), float(message_seconds), poll_load
 
 
-def _measure_link(timeout=120):
-    """fit_pingpong of a ping-pong run under the venv's mpiexec."""
+def _mpiexec(purpose):
     mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
     if mpiexec is None:
-        raise UsageError("mpiexec not found next to this python or on PATH; --calibrate needs it "
-                         "for the ping-pong")
+        raise UsageError(f"mpiexec not found next to this python or on PATH; --calibrate needs it "
+                         f"for {purpose}")
+    return mpiexec
+
+
+def _measure_link(timeout=120):
+    """fit_pingpong of a ping-pong run under the venv's mpiexec."""
+    mpiexec = _mpiexec("the ping-pong")
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     command = [mpiexec, "-n", "2", sys.executable, "-m", "gc_fast.simulate", "--pingpong"]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
@@ -963,6 +1002,68 @@ def _measure_link(timeout=120):
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         raise UsageError(f"ping-pong under {mpiexec} failed: {last}")
     return fit_pingpong(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def _measure_trainer(n_ranks, dataset, *, rows=None, features=None, seed=0,
+                     iterations=CALIBRATION_ITERATIONS, timeout=300):
+    """Mean seconds per iteration of the trainer itself: naive, no delay, n_ranks - 1 workers."""
+    import tempfile
+
+    mpiexec = _mpiexec("the trainer runs")
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    with tempfile.TemporaryDirectory() as directory:
+        out = Path(directory) / "run.json"
+        command = [mpiexec, "-n", str(n_ranks), sys.executable, "-m", "gc_fast.train", "--scheme", "naive",
+                   "--iterations", str(iterations), "--eval-every", str(iterations), "--quiet",
+                   "--dataset", str(dataset), "--seed", str(seed), "--out", str(out)]
+        for flag, value in (("--rows", rows), ("--features", features)):
+            if value is not None:
+                command += [flag, str(value)]
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+        if result.returncode != 0:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UsageError(f"trainer run under {mpiexec} -n {n_ranks} failed: {last}")
+        return float(json.loads(out.read_text())["summary"]["mean_iteration_s"])
+
+
+def _predicted_undelayed(workload, costs):
+    times, _ = simulate_iterations(workload, costs, np.zeros((1, workload.n_workers)))
+    return float(times[0])
+
+
+def fit_contention(runs, X, costs, *, upper=20.0):
+    """(contention, [predicted mean s per run]) making the model reproduce undelayed naive runs.
+
+    runs: [(n_workers, measured mean seconds per iteration)] of the trainer
+    (naive, no delay) on the data X. Minimises the summed squared log error
+    of the predictions over contention in [0, upper] (each prediction grows
+    with contention, so a golden-section search). Without sharing (cores
+    inf) contention has no effect: returns 0.
+    """
+    if not runs or not costs.shared:
+        return 0.0, [_predicted_undelayed(build_workload("naive", n, 0, X), costs) for n, _ in runs]
+    workloads = [(build_workload("naive", n, 0, X), measured) for n, measured in runs]
+
+    def loss(value):
+        trial = dataclasses.replace(costs, contention=value)
+        return sum(np.log(_predicted_undelayed(w, trial) / measured) ** 2 for w, measured in workloads)
+
+    low, high = 0.0, float(upper)
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    a, b = high - ratio * (high - low), low + ratio * (high - low)
+    fa, fb = loss(a), loss(b)
+    while high - low > 1e-4:
+        if fa <= fb:
+            high, b, fb = b, a, fa
+            a = high - ratio * (high - low)
+            fa = loss(a)
+        else:
+            low, a, fa = a, b, fb
+            b = low + ratio * (high - low)
+            fb = loss(b)
+    best = float(min((0.0, 0.5 * (low + high)), key=loss))
+    fitted = dataclasses.replace(costs, contention=best)
+    return best, [_predicted_undelayed(w, fitted) for w, _ in workloads]
 
 
 def background_load(seconds=1.0):
@@ -979,9 +1080,12 @@ def background_load(seconds=1.0):
     return max(0.0, float(np.mean(samples)) - 1.0)
 
 
-def calibrate(dataset="amazon-like", *, rows=None, features=None, nnz_per_row=None, seed=0):
+def calibrate(dataset="amazon-like", *, rows=None, features=None, nnz_per_row=None, seed=0,
+              trainer_ranks=CALIBRATION_RANKS):
     """Measure this machine's CostModel: kernel and master costs (CPU time, so other
-    processes' load does not inflate them), the ping-pong, cores and the background load."""
+    processes' load does not inflate them), the ping-pong, cores and the background load;
+    then fit contention to the trainer run end to end with each of trainer_ranks ranks
+    (skipped for --nnz-per-row, which the trainer cannot build, or an empty trainer_ranks)."""
     data = load_train_data(dataset, rows=rows, features=features, nnz_per_row=nnz_per_row, seed=seed)
     X = data.X_train
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -995,7 +1099,15 @@ def calibrate(dataset="amazon-like", *, rows=None, features=None, nnz_per_row=No
                       cores=float(cores), background=round(0.5 * (background + background_load()), 2),
                       source=f"calibrated {time.strftime('%Y-%m-%d %H:%M')} on {os.uname().nodename}")
     # The ping-pong's wall time stretched with the load of the moment (one rank busy, one polling).
-    return dataclasses.replace(costs, latency=latency * float(costs.rate(1, 1)))
+    costs = dataclasses.replace(costs, latency=latency * float(costs.rate(1, 1)))
+    if nnz_per_row is not None or not costs.shared:
+        return costs
+    runs = [(ranks - 1, _measure_trainer(ranks, dataset, rows=rows, features=features, seed=seed))
+            for ranks in trainer_ranks]
+    contention, predicted = fit_contention(runs, X, costs)
+    return dataclasses.replace(costs, contention=contention, calibration_runs=tuple(
+        {"n_workers": n, "measured_mean_s": measured, "predicted_mean_s": prediction}
+        for (n, measured), prediction in zip(runs, predicted)))
 
 
 # --------------------------------------------------------------------------- validation
@@ -1144,6 +1256,8 @@ def build_parser():
     add("--cores", type=float, default=None, help="override: cores the ranks share (inf: one each)")
     add("--background", type=float, default=None,
         help="override: other busy processes on those cores (the machine's load while the job runs)")
+    add("--contention", type=float, default=None,
+        help="override: extra CPU cost per unit of core oversubscription (see CostModel)")
     add("--plan", action="store_true", help="recommend the exact scheme and s with the lowest expected time")
     add("--calibrate", action="store_true", help="measure the cost model on this machine and save it")
     add("--validate", nargs="+", default=None, metavar="RUN.json",
@@ -1188,7 +1302,7 @@ def load_costs(args):
     else:
         costs = CostModel()
     names = ("nnz_seconds", "partition_seconds", "bandwidth", "latency", "message_seconds", "poll_load",
-             "master_byte_seconds", "step_byte_seconds", "cores", "background")
+             "master_byte_seconds", "step_byte_seconds", "cores", "background", "contention")
     overrides = {name: getattr(args, name) for name in names if getattr(args, name) is not None}
     if overrides:
         costs = dataclasses.replace(costs, **overrides,
@@ -1200,7 +1314,8 @@ def _costs_header(costs):
     compute = (f"{1e3 * costs.partition_seconds:.3f} ms per 1/n of the data" if costs.partition_seconds
                is not None else f"{1e9 * costs.nnz_seconds:.2f} ns/nnz")
     cores = (f"{costs.cores:g} shared with {costs.background:g} busy background processes, "
-             f"polling {100 * costs.poll_load:.1f}% of a core" if costs.shared else "one per rank")
+             f"polling {100 * costs.poll_load:.1f}% of a core, contention {costs.contention:.3f}"
+             if costs.shared else "one per rank")
     return (f"costs: {costs.source}\n  compute {compute}; messages {costs.bandwidth / 1e9:.2f} GB/s, "
             f"{1e6 * costs.latency:.0f} us latency, {1e6 * costs.message_seconds:.0f} us CPU each; "
             f"master {1e9 * costs.master_byte_seconds:.3f} ns/byte gather+combine, "

@@ -146,14 +146,43 @@ def write_costs(tmp_path, costs=CLUSTER):
 
 
 def test_cost_model_json_round_trip(tmp_path):
-    costs = CostModel(nnz_seconds=2e-9, cores=2.0, background=1.5, poll_load=0.01)
+    runs = ({"n_workers": 4, "measured_mean_s": 0.006, "predicted_mean_s": 0.0059},)
+    costs = CostModel(nnz_seconds=2e-9, cores=2.0, background=1.5, poll_load=0.01, contention=0.14,
+                      calibration_runs=runs)
     path = write_costs(tmp_path, costs)
     loaded = CostModel.load(path)
     assert CostModel.from_dict(costs.to_dict()) == costs
     assert loaded.nnz_seconds == costs.nnz_seconds and loaded.cores == 2.0
+    assert loaded.contention == 0.14 and loaded.calibration_runs == runs
+    old = costs.to_dict()
+    del old["contention"], old["calibration_runs"]
+    assert CostModel.from_dict(old).contention == 0.0  # cost files from before the field
+    with pytest.raises(ValueError, match="contention"):
+        CostModel(contention=-1.0)
     assert CostModel.from_dict(CLUSTER.to_dict()).cores == float("inf")
     with pytest.raises(ValueError, match="valid fields"):
         CostModel.from_dict({"bogus": 1})
+
+
+def test_contention_slows_oversubscribed_cores_only():
+    shared = CostModel(cores=2.0, contention=0.2)
+    assert shared.rate(1, 0) == 1.0  # one rank: no oversubscription
+    assert np.isclose(shared.rate(9, 0), 2.0 / 9.0 / (1.0 + 0.2 * 3.5))
+    assert np.isclose(shared.rate(1, 8), 1.0 / (1.0 + 0.2 * 3.5))  # waiting ranks count too
+    assert CostModel(contention=0.2).rate(9, 0) == 1.0  # a core per rank
+
+
+def test_fit_contention_reproduces_the_trainer_runs(X):
+    base = CostModel(nnz_seconds=3e-9, bandwidth=1e10, latency=2e-4, message_seconds=5e-5,
+                     poll_load=0.04, master_byte_seconds=2e-10, step_byte_seconds=2e-10, cores=2.0)
+    truth = simulate.dataclasses.replace(base, contention=0.3)
+    runs = [(n, simulate._predicted_undelayed(build_workload("naive", n, 0, X), truth)) for n in (4, 8)]
+    contention, predicted = simulate.fit_contention(runs, X, base)
+    assert contention == pytest.approx(0.3, rel=1e-3)
+    assert np.allclose(predicted, [measured for _, measured in runs], rtol=1e-3)
+    # Runs the uncontended model already explains give no contention.
+    runs = [(n, simulate._predicted_undelayed(build_workload("naive", n, 0, X), base)) for n in (4, 8)]
+    assert simulate.fit_contention(runs, X, base)[0] == pytest.approx(0.0, abs=1e-3)
 
 
 def test_fit_pingpong_recovers_the_costs():
