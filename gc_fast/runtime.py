@@ -7,13 +7,16 @@ Rank 0 is the master, rank w+1 is worker w. All messages are buffer-based
   tag = iteration (mod the tag range); a zero-length message with STOP_TAG
   ends the run;
 - worker -> master: message k of iteration t, tag = 2 * t + k (mod the tag
-  range); a zero-length DONE_TAG message acknowledges STOP.
+  range); after STOP, a zero-length DONE message, then a STATS message
+  (messages sent, iterations abandoned, resident memory).
 
-The master keeps exactly one receive posted per worker (any tag) into a
-per-worker landing buffer, so a late message can only ever land there: it is
-recognised as stale by its tag, counted and dropped, and never touches the
-buffers that an iteration decodes. MPI's non-overtaking order between a pair
-of ranks makes the STOP/DONE handshake drain every outstanding message.
+The master keeps exactly one receive posted per worker (any tag), straight
+into the slot of the message that worker should send next. A worker's
+messages arrive in the order it sent them (MPI's non-overtaking rule), so a
+late message lands before that worker's current one, and the decode reads a
+slot only once its current message has arrived: a late message is recognised
+as stale by its tag, counted and dropped. The same order makes the STOP/DONE handshake drain everything still
+in flight.
 
 Waiting ranks never spin in MPI's progress engine: they poll with Test and
 sleep with a short exponential back-off, so ranks that compute keep the CPU.
