@@ -410,6 +410,18 @@ class WorkerData:
     message_plan: list[list[tuple[int, np.ndarray]]]
 
 
+def worker_support(X, bounds, partitions) -> np.ndarray:
+    """Sorted global columns (int64) touched by the rows of `partitions` of CSR matrix X.
+
+    A dense mark table over all columns is O(nnz + n_features): several times
+    faster than sorting-based unique here.
+    """
+    touched = np.zeros(X.shape[1], dtype=bool)
+    for j in partitions:
+        touched[X.indices[X.indptr[bounds[j]] : X.indptr[bounds[j + 1]]]] = True
+    return np.flatnonzero(touched).astype(np.int64)
+
+
 def build_worker_data(X, y, bounds, code, worker: int, *, row_scale: float) -> WorkerData:
     """Slice the partitions `worker` holds under `code` and build its message plan."""
     if not (sp.issparse(X) and X.format == "csr"):
@@ -418,12 +430,7 @@ def build_worker_data(X, y, bounds, code, worker: int, *, row_scale: float) -> W
     partitions = np.asarray(code.partitions_of(worker), dtype=np.int64)
     row_ranges = [(int(bounds[j]), int(bounds[j + 1])) for j in partitions]
     column_slices = [X.indices[X.indptr[start] : X.indptr[stop]] for start, stop in row_ranges]
-    # A dense mark/position table over all columns is O(nnz + n_features):
-    # several times faster than sorting-based unique/searchsorted here.
-    touched = np.zeros(X.shape[1], dtype=bool)
-    for columns in column_slices:
-        touched[columns] = True
-    support = np.flatnonzero(touched).astype(np.int64)
+    support = worker_support(X, bounds, partitions)
     local_position = np.zeros(X.shape[1], dtype=np.int32)
     local_position[support] = np.arange(len(support), dtype=np.int32)
 

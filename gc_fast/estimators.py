@@ -29,7 +29,7 @@ from .api import solve
 from .data import build_worker_data, partition_bounds
 from .objective import lipschitz_logistic, lipschitz_squared
 from .tasks import SparseLinearTask
-from .train import worker_support
+from .data import worker_support
 
 
 class SparseLinearProblem:

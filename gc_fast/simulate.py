@@ -922,7 +922,7 @@ def _master_seconds_per_byte(X, repeats=30):
     from .data import partition_bounds
     from .kernels import gather
     from .optim import make_optimizer
-    from .train import worker_support
+    from .data import worker_support
 
     code = make_code("naive", 4, 0)
     bounds = partition_bounds(X.shape[0], 4)

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import __version__, checkpoint
 from .codes import make_code
-from .data import amazon_like, gaussian_mixture, load_dataset, partition_bounds
+from .data import amazon_like, gaussian_mixture, load_dataset, partition_bounds, worker_support
 from .kernels import BACKENDS
 from .objective import auc, lipschitz_logistic, logistic_loss
 from .optim import OPTIMIZERS, make_optimizer
@@ -143,12 +143,6 @@ def make_scheme(args, n_workers):
         return make_code(args.scheme, n_workers, n_stragglers, seed=args.seed, **options)
     except ValueError as error:
         raise UsageError(f"{error} (this run has n = {n_workers} workers: mpirun -n {n_workers + 1})")
-
-
-def worker_support(X, bounds, partitions):
-    """Sorted columns touched by the rows of `partitions`."""
-    chunks = [X.indices[X.indptr[bounds[j]]:X.indptr[bounds[j + 1]]] for j in partitions]
-    return np.unique(np.concatenate(chunks)).astype(np.int64) if chunks else np.zeros(0, np.int64)
 
 
 def setup(comm, args):
