@@ -1,5 +1,6 @@
 """Fault tolerance under mpiexec: silent workers, deadlines, checkpoints, a long soak run."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -39,7 +40,12 @@ def test_too_many_silent_workers_stop_with_checkpoint(tmp_path):
     assert result.returncode == 3, result.stderr
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and "Traceback" not in result.stderr
-    assert "workers silent: 2 (last heard at iteration 6), 3 (last heard at iteration 6)" in errors[0]
+    # Both silent workers are named; when each was last heard depends on whether its
+    # message of an earlier iteration was still needed, so only an upper bound is fixed.
+    named = re.search(r"workers silent: 2 \(last heard at iteration (\d+)\), "
+                      r"3 \(last heard at iteration (\d+)\)", errors[0])
+    assert named, errors[0]
+    assert all(int(last) <= 6 for last in named.groups())
     assert f"--resume {ckpt}" in errors[0]
     with np.load(ckpt) as archive:
         assert int(archive["iteration"]) == 7
