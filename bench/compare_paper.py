@@ -73,6 +73,7 @@ def main():
                         help="interleaved runs of each side per case; the median is reported")
     parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE)
     args = parser.parse_args()
+    args.baseline = args.baseline.resolve()
     if not args.baseline.exists():
         raise SystemExit(f"baseline script not found at {args.baseline}: pass --baseline PATH")
     from gc_fast.data import amazon_like, dump_svmlight

@@ -83,8 +83,9 @@ unloaded machine); cores from the affinity mask; background from the
 runnable count in /proc/loadavg (before and after, minus the sampler).
 Those parts, measured in isolation, under-predict the trainer on
 oversubscribed cores, so calibrate then runs the trainer itself end to end
-(naive, no delay, CALIBRATION_ITERATIONS iterations, under the venv's
-mpiexec with CALIBRATION_RANKS ranks, on the same data set) and fits
+(no delay, CALIBRATION_ITERATIONS iterations, under the venv's mpiexec, on
+the same data set, for each (scheme, n, s) of CALIBRATION_RUNS: light and
+heavy workers, few and many ranks) and fits
 `contention` (least squares on log time, one parameter for all runs) so the
 model reproduces those runs' mean time per iteration (``fit_contention``);
 the fitted runs are stored in the cost file (calibration_runs).
@@ -133,8 +134,8 @@ PINGPONG_BYTES = (8, 262144, 1048576, 4194304)
 PINGPONG_THINK_SECONDS = (0.002, 0.008)
 POLL_SECONDS = 0.3
 EVICT_BYTES = 8 * 2 ** 20
-CALIBRATION_RANKS = (5, 9)
-CALIBRATION_ITERATIONS = 30
+CALIBRATION_RUNS = (("naive", 4, 0), ("naive", 8, 0), ("crc", 8, 3))
+CALIBRATION_ITERATIONS = 40
 
 
 class UsageError(Exception):
@@ -161,12 +162,16 @@ class CostModel:
     step_byte_seconds: master's optimiser step, per byte of the model.
     cores: cores all ranks share (inf: a core per rank, no sharing).
     background: other busy processes on those cores (a shared machine's load).
-    contention: extra CPU cost per unit of oversubscription with finite
-        cores: every rank's work costs slowdown = 1 + contention * max(0,
-        (background + ranks) / cores - 1) times its isolated cost (fitted
-        by calibrate to end-to-end trainer runs; 0: none).
+    contention: extra CPU cost of oversubscribed cores: every rank's work
+        costs slowdown = 1 + contention * min(1, max(0, (background +
+        ranks) / cores - 1)) times its isolated cost (fitted by calibrate to
+        end-to-end trainer runs; 0: none). It saturates: once ranks
+        outnumber cores, every time slice starts on caches another rank
+        has used, however many ranks there are (measured here: the same
+        factor fits 5 and 13 ranks on 2 cores, a linear one does not).
     calibration_runs: the trainer runs contention was fitted to, as
-        [{"n_workers", "measured_mean_s", "predicted_mean_s"}] (information only).
+        [{"scheme", "n_workers", "n_stragglers", "measured_mean_s",
+        "predicted_mean_s"}] (information only).
     source: where the numbers come from (shown in the table header).
 
     With finite cores every busy rank runs at rate(busy) = min(1, cores /
@@ -261,11 +266,11 @@ class CostModel:
 
     def slowdown(self, ranks):
         """CPU cost factor of every rank's work when `ranks` ranks (and the background)
-        share the cores: 1 + contention * oversubscription (1 without sharing)."""
+        share the cores: 1 + contention * min(1, oversubscription) (1 without sharing)."""
         if not self.shared:
             return np.ones(np.shape(ranks))
-        over = np.maximum(0.0, (self.background + np.asarray(ranks, dtype=np.float64)) / self.cores - 1.0)
-        return 1.0 + self.contention * over
+        over = (self.background + np.asarray(ranks, dtype=np.float64)) / self.cores - 1.0
+        return 1.0 + self.contention * np.clip(over, 0.0, 1.0)
 
     def copy_seconds(self, n_bytes):
         """CPU seconds a rank spends moving n_bytes itself (0 over a network link)."""
@@ -324,8 +329,13 @@ class Timeline:
 
 
 def timeline(compute_seconds, delays, message_bytes, costs, *, message_worker=None,
-             start_seconds=0.0, point_bytes=None):
-    """The Timeline behind message_arrival_times (same arguments), leading axes flattened to rows."""
+             start_seconds=0.0, point_bytes=None, carry_seconds=None):
+    """The Timeline behind message_arrival_times (same arguments), leading axes flattened to rows.
+
+    carry_seconds (rows, n), optional: compute each worker must first finish
+    for the previous iteration (it abandons a stale iteration only between
+    partitions), added to the work of its first message.
+    """
     compute = np.asarray(compute_seconds, dtype=np.float64)
     delays = np.asarray(delays, dtype=np.float64)
     n_workers, n_messages = delays.shape[-1], compute.shape[-1]
@@ -350,9 +360,12 @@ def timeline(compute_seconds, delays, message_bytes, costs, *, message_worker=No
     work = np.broadcast_to(compute, lead + (n_messages,)).reshape(rows, n_messages)
     work = work + costs.message_seconds + costs.copy_seconds(size)
     table = _send_order(message_worker, n_workers)
+    first = table[:, 0][table[:, 0] >= 0]
     if point_bytes is not None:
-        first = table[:, 0][table[:, 0] >= 0]
         work[:, first] += costs.message_seconds + costs.copy_seconds(point_bytes[message_worker[first]])
+    if carry_seconds is not None:
+        work[:, first] += np.asarray(carry_seconds, dtype=np.float64).reshape(rows, n_workers)[
+            :, message_worker[first]]
     valid = table >= 0
     milestones = np.cumsum(np.where(valid[None], work[:, np.where(valid, table, 0)], 0.0), axis=2)
     if costs.shared and n_workers <= SHARING_MAX_WORKERS:
@@ -586,6 +599,9 @@ class Workload:
     message_nnz (M,): stored non-zeros of the rows the message covers.
     message_fraction (M,): fraction of the data set those rows are.
     message_bytes (M,), point_bytes (n,): float64 supports, 8 bytes per column.
+    message_partitions (M,), optional: partitions each message's compute
+        covers (a worker can abandon a stale iteration only between them);
+        None: no carry-over between iterations is modelled.
     """
 
     scheme: str
@@ -599,6 +615,7 @@ class Workload:
     point_bytes: np.ndarray
     n_features: int
     supports: str
+    message_partitions: np.ndarray | None = None
 
 
 def _message_partitions(scheme, n, s, P, worker):
@@ -668,7 +685,8 @@ def build_workload(scheme, n_workers, n_stragglers, X, *, partitions_per_worker=
         supports = f"supports sampled on {len(sample)} workers"
     return Workload(scheme, n, s, P if scheme.startswith("partial-") else None,
                     message_worker, message_nnz, message_fraction,
-                    8.0 * support[message_worker], 8.0 * support, X.shape[1], supports)
+                    8.0 * support[message_worker], 8.0 * support, X.shape[1], supports,
+                    np.array([len(parts) for parts in message_parts], dtype=np.int64))
 
 
 # --------------------------------------------------------------------------- delays and simulation
@@ -743,20 +761,49 @@ def _delays_from_arrivals(trace):
 
 
 def simulate_iterations(workload, costs, delays, *, compute_factor=None, code=None):
-    """Iteration times (rows,) and message arrivals (rows, M) of a workload under per-worker delays."""
+    """Iteration times (rows,) and message arrivals (rows, M) of a workload under per-worker delays.
+
+    Rows are consecutive iterations. With workload.message_partitions, a
+    worker still computing when iteration t decodes first finishes its
+    current partition (the runtime abandons a stale iteration only between
+    partitions): that leftover is carried into iteration t + 1 (one
+    fixed-point pass over the rows).
+    """
     delays = np.atleast_2d(np.asarray(delays, dtype=np.float64))
     compute = costs.compute_seconds(workload)
     if compute_factor is not None:
         compute = compute * np.asarray(compute_factor)[workload.message_worker]
-    events = timeline(compute, delays, workload.message_bytes, costs,
-                      message_worker=workload.message_worker, point_bytes=workload.point_bytes)
-    decode, combined = decode_times(workload.scheme, workload.n_workers, workload.n_stragglers,
-                                    events.arrival, code=code)
+    carry = None
+    passes = 2 if workload.message_partitions is not None and len(delays) > 1 else 1
+    for _ in range(passes):
+        events = timeline(compute, delays, workload.message_bytes, costs,
+                          message_worker=workload.message_worker, point_bytes=workload.point_bytes,
+                          carry_seconds=carry)
+        decode, combined = decode_times(workload.scheme, workload.n_workers, workload.n_stragglers,
+                                        events.arrival, code=code)
+        if passes > 1:
+            carry = _carried_over(events, decode, compute, workload)
     combined_bytes = combined.astype(np.float64) @ workload.message_bytes
     busy = ((events.begin <= decode[:, None]) & (events.end > decode[:, None])).sum(axis=1)
     post = master_seconds(combined_bytes, workload.n_features, costs, n_workers=workload.n_workers,
                           busy_workers=busy)
     return decode + post, events.arrival
+
+
+def _carried_over(events, decode, compute, workload):
+    """(rows, n) compute seconds each worker owes iteration t + 1: the rest of the partition
+    it was in when iteration t decoded (progress interpolated over its busy span)."""
+    n = workload.n_workers
+    work = np.bincount(workload.message_worker, weights=compute,
+                       minlength=n)
+    chunks = np.bincount(workload.message_worker, weights=workload.message_partitions, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        progress = (decode[:, None] - events.begin) / (events.end - events.begin) * chunks
+        computing = (events.begin < decode[:, None]) & (events.end > decode[:, None]) & np.isfinite(progress)
+        owed = np.where(computing, (np.ceil(progress) - progress) * work / np.maximum(chunks, 1), 0.0)
+    carry = np.zeros_like(owed)
+    carry[1:] = owed[:-1]
+    return carry
 
 
 def summarize(times):
@@ -1004,16 +1051,18 @@ def _measure_link(timeout=120):
     return fit_pingpong(json.loads(result.stdout.strip().splitlines()[-1]))
 
 
-def _measure_trainer(n_ranks, dataset, *, rows=None, features=None, seed=0,
+def _measure_trainer(scheme, n_workers, n_stragglers, dataset, *, rows=None, features=None, seed=0,
                      iterations=CALIBRATION_ITERATIONS, timeout=300):
-    """Mean seconds per iteration of the trainer itself: naive, no delay, n_ranks - 1 workers."""
+    """Mean seconds per iteration of the trainer itself, without delays."""
     import tempfile
 
     mpiexec = _mpiexec("the trainer runs")
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     with tempfile.TemporaryDirectory() as directory:
         out = Path(directory) / "run.json"
-        command = [mpiexec, "-n", str(n_ranks), sys.executable, "-m", "gc_fast.train", "--scheme", "naive",
+        n_ranks = n_workers + 1
+        command = [mpiexec, "-n", str(n_ranks), sys.executable, "-m", "gc_fast.train", "--scheme", scheme,
+                   "--stragglers", str(n_stragglers),
                    "--iterations", str(iterations), "--eval-every", str(iterations), "--quiet",
                    "--dataset", str(dataset), "--seed", str(seed), "--out", str(out)]
         for flag, value in (("--rows", rows), ("--features", features)):
@@ -1032,17 +1081,17 @@ def _predicted_undelayed(workload, costs):
 
 
 def fit_contention(runs, X, costs, *, upper=20.0):
-    """(contention, [predicted mean s per run]) making the model reproduce undelayed naive runs.
+    """(contention, [predicted mean s per run]) making the model reproduce undelayed trainer runs.
 
-    runs: [(n_workers, measured mean seconds per iteration)] of the trainer
-    (naive, no delay) on the data X. Minimises the summed squared log error
+    runs: [(scheme, n_workers, n_stragglers, measured mean seconds per
+    iteration)] of the trainer (no delay) on the data X. Minimises the summed squared log error
     of the predictions over contention in [0, upper] (each prediction grows
     with contention, so a golden-section search). Without sharing (cores
     inf) contention has no effect: returns 0.
     """
+    workloads = [(build_workload(scheme, n, s, X), measured) for scheme, n, s, measured in runs]
     if not runs or not costs.shared:
-        return 0.0, [_predicted_undelayed(build_workload("naive", n, 0, X), costs) for n, _ in runs]
-    workloads = [(build_workload("naive", n, 0, X), measured) for n, measured in runs]
+        return 0.0, [_predicted_undelayed(w, costs) for w, _ in workloads]
 
     def loss(value):
         trial = dataclasses.replace(costs, contention=value)
@@ -1081,11 +1130,11 @@ def background_load(seconds=1.0):
 
 
 def calibrate(dataset="amazon-like", *, rows=None, features=None, nnz_per_row=None, seed=0,
-              trainer_ranks=CALIBRATION_RANKS):
+              trainer_runs=CALIBRATION_RUNS):
     """Measure this machine's CostModel: kernel and master costs (CPU time, so other
     processes' load does not inflate them), the ping-pong, cores and the background load;
-    then fit contention to the trainer run end to end with each of trainer_ranks ranks
-    (skipped for --nnz-per-row, which the trainer cannot build, or an empty trainer_ranks)."""
+    then fit contention to the trainer run end to end for each (scheme, n, s) of trainer_runs
+    (skipped for --nnz-per-row, which the trainer cannot build, or an empty trainer_runs)."""
     data = load_train_data(dataset, rows=rows, features=features, nnz_per_row=nnz_per_row, seed=seed)
     X = data.X_train
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -1102,12 +1151,13 @@ def calibrate(dataset="amazon-like", *, rows=None, features=None, nnz_per_row=No
     costs = dataclasses.replace(costs, latency=latency * float(costs.rate(1, 1)))
     if nnz_per_row is not None or not costs.shared:
         return costs
-    runs = [(ranks - 1, _measure_trainer(ranks, dataset, rows=rows, features=features, seed=seed))
-            for ranks in trainer_ranks]
+    runs = [(scheme, n, s, _measure_trainer(scheme, n, s, dataset, rows=rows, features=features, seed=seed))
+            for scheme, n, s in trainer_runs]
     contention, predicted = fit_contention(runs, X, costs)
     return dataclasses.replace(costs, contention=contention, calibration_runs=tuple(
-        {"n_workers": n, "measured_mean_s": measured, "predicted_mean_s": prediction}
-        for (n, measured), prediction in zip(runs, predicted)))
+        {"scheme": scheme, "n_workers": n, "n_stragglers": s, "measured_mean_s": measured,
+         "predicted_mean_s": prediction}
+        for (scheme, n, s, measured), prediction in zip(runs, predicted)))
 
 
 # --------------------------------------------------------------------------- validation

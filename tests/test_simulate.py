@@ -31,6 +31,32 @@ def run_scheme(X, scheme, n, s, delays, costs=CLUSTER, exact=False):
     return times
 
 
+def test_carry_over_is_the_rest_of_the_partition_in_progress(X):
+    workload = build_workload("crc", 4, 1, X)  # 2 partitions per worker, one message each
+    assert workload.message_partitions.tolist() == [2, 2, 2, 2]
+    compute = np.array([0.8, 0.8, 0.8, 0.8])
+    events = simulate.Timeline(begin=np.array([[0.0, 0.0, 0.5, np.inf], [0.0] * 4]),
+                               end=np.array([[0.2, 1.0, 1.3, np.inf], [1.0] * 4]),
+                               arrival=np.zeros((2, 4)))
+    decode = np.array([0.3, 0.5])
+    carry = simulate._carried_over(events, decode, compute, workload)
+    # Iteration 0 decodes at 0.3: worker 0 is done, worker 1 is 0.6 of the way
+    # through its first partition (0.4 s each), worker 2 is still delayed, 3 never came.
+    np.testing.assert_allclose(carry, [[0, 0, 0, 0], [0, 0.4 * 0.4, 0, 0]])
+
+
+def test_a_straggler_mid_partition_delays_its_next_iteration(X):
+    delays = np.zeros((2, 4))
+    delays[0, 3] = 2e-4  # worker 3 starts late: still computing when iteration 0 decodes
+    workload = build_workload("crc", 4, 1, X)
+    with_carry, arrival = simulate_iterations(workload, CLUSTER, delays)
+    without = simulate.dataclasses.replace(workload, message_partitions=None)
+    no_carry, arrival_before = simulate_iterations(without, CLUSTER, delays)
+    assert with_carry[0] == no_carry[0]
+    assert arrival[1, 3] > arrival_before[1, 3]  # it first finished its partition
+    np.testing.assert_array_equal(arrival[1, :3], arrival_before[1, :3])
+
+
 def test_crc_computes_more_so_it_is_slower_without_stragglers(X):
     delays = np.zeros((5, 4))
     naive = run_scheme(X, "naive", 4, 0, delays)
@@ -167,8 +193,10 @@ def test_cost_model_json_round_trip(tmp_path):
 def test_contention_slows_oversubscribed_cores_only():
     shared = CostModel(cores=2.0, contention=0.2)
     assert shared.rate(1, 0) == 1.0  # one rank: no oversubscription
-    assert np.isclose(shared.rate(9, 0), 2.0 / 9.0 / (1.0 + 0.2 * 3.5))
-    assert np.isclose(shared.rate(1, 8), 1.0 / (1.0 + 0.2 * 3.5))  # waiting ranks count too
+    assert np.isclose(shared.rate(3, 0), 2.0 / 3.0 / (1.0 + 0.2 * 0.5))  # 3 ranks on 2 cores
+    assert np.isclose(shared.rate(9, 0), 2.0 / 9.0 / (1.0 + 0.2))  # saturated from 4 ranks on
+    assert np.isclose(shared.slowdown(13), shared.slowdown(4))
+    assert np.isclose(shared.rate(1, 8), 1.0 / (1.0 + 0.2))  # waiting ranks count too
     assert CostModel(contention=0.2).rate(9, 0) == 1.0  # a core per rank
 
 
@@ -176,12 +204,15 @@ def test_fit_contention_reproduces_the_trainer_runs(X):
     base = CostModel(nnz_seconds=3e-9, bandwidth=1e10, latency=2e-4, message_seconds=5e-5,
                      poll_load=0.04, master_byte_seconds=2e-10, step_byte_seconds=2e-10, cores=2.0)
     truth = simulate.dataclasses.replace(base, contention=0.3)
-    runs = [(n, simulate._predicted_undelayed(build_workload("naive", n, 0, X), truth)) for n in (4, 8)]
+    configurations = [("naive", 4, 0), ("naive", 8, 0), ("crc", 8, 3)]
+    runs = [(scheme, n, s, simulate._predicted_undelayed(build_workload(scheme, n, s, X), truth))
+            for scheme, n, s in configurations]
     contention, predicted = simulate.fit_contention(runs, X, base)
     assert contention == pytest.approx(0.3, rel=1e-3)
-    assert np.allclose(predicted, [measured for _, measured in runs], rtol=1e-3)
+    assert np.allclose(predicted, [run[-1] for run in runs], rtol=1e-3)
     # Runs the uncontended model already explains give no contention.
-    runs = [(n, simulate._predicted_undelayed(build_workload("naive", n, 0, X), base)) for n in (4, 8)]
+    runs = [(scheme, n, s, simulate._predicted_undelayed(build_workload(scheme, n, s, X), base))
+            for scheme, n, s in configurations]
     assert simulate.fit_contention(runs, X, base)[0] == pytest.approx(0.0, abs=1e-3)
 
 
