@@ -20,8 +20,16 @@ in flight.
 
 Waiting ranks never spin in MPI's progress engine: they poll with Test and
 sleep with a short exponential back-off, so ranks that compute keep the CPU.
+
+Dead workers: under an MPI with ULFM fault tolerance (Open MPI 5 started with
+`mpirun --with-ft ulfm`), a worker process that dies makes its pending
+operations fail with MPI_ERR_PROC_FAILED instead of ending the job. The master
+then asks MPI which ranks failed, stops sending to them, and decodes from the
+others while the code allows it (WorkersLost otherwise). Under MPICH the
+launcher ends the whole job when a rank dies.
 """
 import os
+import signal
 import sys
 import time
 import traceback
@@ -38,10 +46,55 @@ MASTER_MAX_SLEEP = 1e-4  # the master is on the critical path: it looks more oft
 
 
 def _tag_range(comm):
-    """(iteration period, STOP tag, DONE tag, STATS tag): the top tags are reserved."""
+    """(iteration period, STOP tag, DONE tag, STATS tag, STOP-after-deaths tag): the top
+    tags are reserved."""
     tag_ub = comm.Get_attr(MPI.TAG_UB)
-    period = (tag_ub - 3) // 2
-    return period, tag_ub, tag_ub - 1, tag_ub - 2
+    period = (tag_ub - 4) // 2
+    return period, tag_ub, tag_ub - 1, tag_ub - 2, tag_ub - 3
+
+
+def exit_without_finalize(code):
+    """End this process now, skipping MPI_Finalize: after ranks have died, Open MPI's
+    finalize can wait forever in a fence that counts the dead (open-mpi/ompi#11404)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+class WorkersLost(RuntimeError):
+    """More workers have died than the code tolerates: no decodable set can arrive again."""
+
+    def __init__(self, dead, n_stragglers, scheme):
+        self.dead = dict(dead)  # 0-based worker -> iteration at which the master noticed
+        names = ", ".join(f"{w + 1} (found dead at iteration {at})" for w, at in sorted(self.dead.items()))
+        super().__init__(f"workers {names} died; {scheme} with s = {n_stragglers} cannot decode "
+                         f"without them")
+
+
+def _process_failure(error):
+    """Whether an MPI.Exception reports a dead process (ULFM error classes)."""
+    classes = {getattr(MPI, name) for name in ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_REVOKED")
+               if hasattr(MPI, name)}
+    return error.Get_error_class() in classes
+
+
+def failed_ranks(comm):
+    """Ranks of comm the MPI library knows to be dead (empty without ULFM support)."""
+    try:
+        group = comm.Get_failed()
+    except (NotImplementedError, MPI.Exception):
+        return []
+    try:
+        return [r for r in MPI.Group.Translate_ranks(group, list(range(group.Get_size())), comm.Get_group())
+                if r != MPI.UNDEFINED]
+    finally:
+        group.Free()
+
+
+def fault_tolerant():
+    """True under an MPI that survives dead ranks: Open MPI started with --with-ft ulfm."""
+    return ("Open MPI" in MPI.Get_library_version()
+            and os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() in ("1", "true", "yes"))
 
 
 class DeadlineExceeded(RuntimeError):
@@ -189,7 +242,7 @@ class _SendPool:
     def acquire(self):
         pending = []
         for request, buffer in self.in_flight:
-            if request.Test():
+            if _test_or_failed(request):
                 self.free.append(buffer)
             else:
                 pending.append((request, buffer))
@@ -201,6 +254,16 @@ class _SendPool:
 
     def requests(self):
         return [request for request, _ in self.in_flight]
+
+
+def _test_or_failed(request):
+    """request.Test(), where a send to a dead process counts as completed (it has failed)."""
+    try:
+        return request.Test()
+    except MPI.Exception as error:
+        if not _process_failure(error):
+            raise
+        return True
 
 
 def _sleep_unless(request, status, seconds):
@@ -232,7 +295,8 @@ class WorkerLoop:
         self.task = task
         self.delay_model = delay_model
         self.seed = seed
-        self.period, self.stop_tag, self.done_tag, self.stats_tag = _tag_range(comm)
+        self.period, self.stop_tag, self.done_tag, self.stats_tag, self.stop_dead_tag = _tag_range(comm)
+        self.peers_died = False  # the master's STOP said some workers had died
         n_support = len(task.support)
         self.points = [np.empty(n_support), np.empty(n_support)]
         self.send_pools = [_SendPool(length) for length in task.message_lengths]
@@ -247,6 +311,8 @@ class WorkerLoop:
         """The completed receive's (tag, point); repost into the other buffer unless STOP."""
         tag = self.status.Get_tag()
         point = self.points[self.slot]
+        if tag == self.stop_dead_tag:
+            self.peers_died, tag = True, self.stop_tag
         if tag != self.stop_tag:
             self.slot ^= 1
             self.request = self.comm.Irecv([self.points[self.slot], MPI.DOUBLE],
@@ -275,6 +341,8 @@ class WorkerLoop:
 
     def _iteration(self, iteration, point):
         """Compute and send; True if abandoned because a newer point (or STOP) arrived."""
+        if self.delay_model.killed(iteration, self.worker):
+            os.kill(os.getpid(), signal.SIGKILL)  # injected fault: a real process death
         delay = self.delay_model.delays(self.seed, iteration, self.n_workers)[self.worker]
         if delay > 0 and _sleep_unless(self.request, self.status, delay):
             self.n_abandoned += 1
@@ -326,7 +394,7 @@ class MasterLoop:
         self.optimizer = optimizer
         self.backend = backend
         self.deadline = deadline
-        self.period, self.stop_tag, self.done_tag, self.stats_tag = _tag_range(comm)
+        self.period, self.stop_tag, self.done_tag, self.stats_tag, self.stop_dead_tag = _tag_range(comm)
         n_workers = code.n_workers
         self.worker_messages = [list(code.messages_of(w)) for w in range(n_workers)]
         self.send_pools = [_SendPool(len(s)) for s in supports]
@@ -337,21 +405,47 @@ class MasterLoop:
         self.gradient = np.zeros(assembler.n_features)
         self.n_received = 0
         self.n_stale = 0
-        self.bytes_sent_per_iteration = 8 * sum(len(s) for s in supports)
         self.worker_stats = {}
+        self.dead = {}  # worker -> iteration at which the master learnt it had died
+        self.iteration_now = -1
+        self.stopping = False
 
     def _post(self, worker, kind):
         self.expected_kind[worker] = kind
         view = self.assembler.message_view(self.worker_messages[worker][kind])
-        return self.comm.Irecv([view, MPI.DOUBLE], source=worker + 1, tag=MPI.ANY_TAG)
+        try:
+            return self.comm.Irecv([view, MPI.DOUBLE], source=worker + 1, tag=MPI.ANY_TAG)
+        except MPI.Exception as error:
+            if not _process_failure(error):
+                raise
+            self._bury()
+            return MPI.REQUEST_NULL
+
+    def _bury(self):
+        """Stop waiting for and sending to the workers MPI reports dead; WorkersLost when
+        the survivors' messages can no longer decode."""
+        newly = [rank - 1 for rank in failed_ranks(self.comm) if rank > 0 and rank - 1 not in self.dead]
+        for worker in newly:
+            self.dead[worker] = self.iteration_now
+            self.requests[worker] = MPI.REQUEST_NULL
+            self.send_pools[worker].in_flight = []
+        alive = [m for w, messages in enumerate(self.worker_messages) if w not in self.dead for m in messages]
+        if self.dead and not self.stopping and not self.code.is_decodable(alive):
+            raise WorkersLost(self.dead, self.code.n_stragglers, self.code.scheme)
+        return newly
 
     def _next_arrival(self, give_up_at=np.inf):
         """Index of the next completed receive, or None once `give_up_at` has passed."""
         backoff = _Backoff(MASTER_MAX_SLEEP)
         while True:
-            index, completed = MPI.Request.Testany(self.requests, self.status)
-            if completed and index != MPI.UNDEFINED:
-                return index
+            try:
+                index, completed = MPI.Request.Testany(self.requests, self.status)
+            except MPI.Exception as error:
+                if not _process_failure(error) or not self._bury():
+                    raise
+                continue
+            if completed:  # index UNDEFINED: no receive left to wait for
+                return None if index == MPI.UNDEFINED else index
             if time.perf_counter() > give_up_at:
                 return None
             backoff.wait()
@@ -359,13 +453,23 @@ class MasterLoop:
     def iteration(self, iteration):
         """Run one iteration; returns its record (timing, arrivals, decode)."""
         started = time.perf_counter()
+        self.iteration_now = iteration
         point = self.optimizer.query_point()
+        bytes_sent = 0
         for worker, support in enumerate(self.supports):
+            if worker in self.dead:
+                continue
+            bytes_sent += 8 * len(support)
             pool = self.send_pools[worker]
             buffer = pool.acquire()
             kernels.gather(point, support, buffer, backend=self.backend, check=False)
-            pool.sent(self.comm.Isend([buffer, MPI.DOUBLE], dest=worker + 1,
-                                      tag=iteration % self.period), buffer)
+            try:
+                pool.sent(self.comm.Isend([buffer, MPI.DOUBLE], dest=worker + 1,
+                                          tag=iteration % self.period), buffer)
+            except MPI.Exception as error:
+                if not _process_failure(error):
+                    raise
+                self._bury()
         self.assembler.start()
         arrival = np.full(self.code.n_messages, np.nan)
         n_stale = bytes_received = 0
@@ -403,7 +507,7 @@ class MasterLoop:
             "used": list(self.assembler.arrived),
             "residual": self.assembler.residual(),
             "stale": n_stale,
-            "bytes_sent": self.bytes_sent_per_iteration,
+            "bytes_sent": bytes_sent,
             "bytes_received": bytes_received,
         }
 
@@ -419,12 +523,14 @@ class MasterLoop:
         memory after its first iteration and at the end) into `worker_stats`.
         Returns the workers that did not answer within `timeout` seconds.
         """
-        stops = [self.comm.Isend([np.empty(0), MPI.DOUBLE], dest=w + 1, tag=self.stop_tag)
-                 for w in range(self.code.n_workers)]
+        self.stopping = True
+        alive = [w for w in range(self.code.n_workers) if w not in self.dead]
+        stop_tag = self.stop_dead_tag if self.dead else self.stop_tag
+        stops = [self.comm.Isend([np.empty(0), MPI.DOUBLE], dest=w + 1, tag=stop_tag) for w in alive]
         stats = np.zeros((self.code.n_workers, 4))
-        pending = set(range(self.code.n_workers))
+        pending = set(alive)
         give_up_at = time.perf_counter() + timeout
-        while pending:
+        while pending - set(self.dead):
             worker = self._next_arrival(give_up_at)
             if worker is None:
                 break
@@ -443,6 +549,10 @@ class MasterLoop:
                 self.n_received += 1
                 self.n_stale += 1
                 self.requests[worker] = self._post(worker, 0)
+        pending -= set(self.dead)
         if not pending:
-            _wait_all(stops + [r for pool in self.send_pools for r in pool.requests()])
+            requests = stops + [r for pool in self.send_pools for r in pool.requests()]
+            backoff = _Backoff()
+            while not all([_test_or_failed(request) for request in requests]):
+                backoff.wait()
         return sorted(pending)

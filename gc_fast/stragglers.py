@@ -17,6 +17,10 @@ is rank - 1):
                                at iteration T those workers freeze for D s
                                without noticing newer work (a stalled VM, a
                                long GC pause), then send their stale message
+  kill:workers=2,4,at=T[,T2]   those worker processes SIGKILL themselves at
+                               iteration T (one T for all, or one per worker
+                               in the order given): a real process death,
+                               which only a fault-tolerant MPI survives
 
 Draws depend only on (seed, iteration, worker), and for count on the number
 of workers, so every scheme compared under one seed faces the same stragglers.
@@ -29,7 +33,8 @@ import numpy as np
 
 VALID_FORMS = (
     "none | fixed:p=P,seconds=D | count:k=K,seconds=D | exp:shift=A,mean=M | "
-    "slow:workers=1,3,factor=F | fail:workers=2,at=T | pause:workers=2,at=T,seconds=D"
+    "slow:workers=1,3,factor=F | fail:workers=2,at=T | pause:workers=2,at=T,seconds=D | "
+    "kill:workers=2,4,at=T[,T2]"
 )
 _KEYS = {
     "none": (),
@@ -39,6 +44,7 @@ _KEYS = {
     "slow": ("workers", "factor"),
     "fail": ("workers", "at"),
     "pause": ("workers", "at", "seconds"),
+    "kill": ("workers", "at"),
 }
 # Separates the random streams of the forms that draw, so they never coincide.
 # count is keyed by (seed, iteration) alone and drawn with choice(n, k), as the
@@ -65,6 +71,7 @@ class DelayModel:
     workers: tuple[int, ...] = ()  # MPI ranks 1..n
     factor: float = 1.0
     at: int = 0
+    kill_at: tuple[int, ...] = ()  # kill: iteration of death, one per entry of workers
 
     def __str__(self) -> str:
         workers = ",".join(str(rank) for rank in self.workers)
@@ -76,6 +83,7 @@ class DelayModel:
             "slow": f"slow:workers={workers},factor={_format_number(self.factor)}",
             "fail": f"fail:workers={workers},at={self.at}",
             "pause": f"pause:workers={workers},at={self.at},seconds={_format_number(self.seconds)}",
+            "kill": f"kill:workers={workers},at={','.join(str(at) for at in self.kill_at)}",
         }[self.kind]
 
     def validate(self, n_workers: int) -> None:
@@ -95,6 +103,11 @@ class DelayModel:
     def failed(self, iteration: int, worker: int) -> bool:
         """Whether worker (0-indexed) has stopped answering at this iteration."""
         return self.kind == "fail" and iteration >= self.at and worker + 1 in self.workers
+
+    def killed(self, iteration: int, worker: int) -> bool:
+        """Whether worker (0-indexed) is to be dead (kill form) at this iteration."""
+        return self.kind == "kill" and any(
+            rank == worker + 1 and iteration >= at for rank, at in zip(self.workers, self.kill_at))
 
     def pause(self, iteration: int, worker: int) -> float:
         """Seconds worker (0-indexed) freezes, deaf to newer work, before sending this iteration."""
@@ -118,6 +131,9 @@ class DelayModel:
         if self.kind == "fail":
             ranks = np.asarray(self.workers, dtype=np.int64)
             result[np.ix_(iterations >= self.at, ranks - 1)] = np.inf
+        elif self.kind == "kill":
+            for rank, at in zip(self.workers, self.kill_at):
+                result[iterations >= at, rank - 1] = np.inf
         elif self.kind in _STREAM_KEY:
             for row, iteration in enumerate(iterations):
                 rng = np.random.default_rng([seed, int(iteration), *_STREAM_KEY[self.kind]])
@@ -190,7 +206,7 @@ def parse_delay(spec: str) -> DelayModel:
         problems = [f"unknown key {key!r}" for key in unknown] + [f"missing key {key!r}" for key in missing]
         raise _spec_error(spec, f"{'; '.join(problems)} ({kind} takes {', '.join(_KEYS[kind])})")
     for key, items in values.items():
-        if key != "workers" and len(items) != 1:
+        if key != "workers" and not (kind == "kill" and key == "at") and len(items) != 1:
             raise _spec_error(spec, f"{key} takes one value, got {len(items)}")
     single = {key: items[0] for key, items in values.items()}
 
@@ -209,6 +225,14 @@ def parse_delay(spec: str) -> DelayModel:
             kind, shift=_number(spec, "shift", single["shift"], float, 0.0),
             mean=_number(spec, "mean", single["mean"], float, 0.0),
         )
+    if kind == "kill":
+        ranks = [_number(spec, "workers", text, int, 1) for text in values["workers"]]
+        if len(set(ranks)) != len(ranks):
+            raise _spec_error(spec, "a worker is named twice")
+        ats = [_number(spec, "at", text, int, 0) for text in values["at"]]
+        if len(ats) not in (1, len(ranks)):
+            raise _spec_error(spec, f"at takes one iteration or one per worker ({len(ranks)}), got {len(ats)}")
+        return DelayModel(kind, workers=tuple(ranks), kill_at=tuple(ats * len(ranks) if len(ats) == 1 else ats))
     ranks = sorted({_number(spec, "workers", text, int, 1) for text in values["workers"]})
     if kind == "slow":
         return DelayModel(kind, workers=tuple(ranks), factor=_number(spec, "factor", single["factor"], float, 1.0))

@@ -152,6 +152,13 @@ def setup(comm, args):
     code = make_scheme(args, n_workers)
     delay_model = parse_delay(args.delay)
     delay_model.validate(n_workers)
+    if delay_model.kind == "kill":
+        from .runtime import fault_tolerant
+
+        if not fault_tolerant():
+            raise UsageError("--delay kill: kills worker processes, which only an MPI with ULFM fault "
+                             "tolerance survives: install the ft extra (Open MPI 5) in its own venv and "
+                             "start with mpirun --with-ft ulfm (see the README, Fault tolerance)")
     data = load_data(args)
     n_rows = data.X_train.shape[0]
     if code.n_partitions > n_rows:
@@ -198,18 +205,23 @@ def run_worker(comm, args, run):
     from .runtime import WorkerLoop, barrier
 
     barrier(comm)
-    WorkerLoop(comm, comm.Get_rank() - 1, run.code.n_workers, run.task, run.delay_model,
-               args.seed).run()
-    return 0
+    loop = WorkerLoop(comm, comm.Get_rank() - 1, run.code.n_workers, run.task, run.delay_model,
+                      args.seed)
+    loop.run()
+    return 0, loop.peers_died
 
 
 class RunFailed(Exception):
-    """Training could not go on (more workers silent than the scheme tolerates)."""
+    """Training could not go on (more workers silent or dead than the scheme tolerates)."""
+
+    def __init__(self, message, peers_died):
+        super().__init__(message)
+        self.peers_died = peers_died
 
 
 def run_master(comm, args, run):
     from .assembly import GradientAssembler
-    from .runtime import DeadlineExceeded, MasterLoop, barrier, resident_memory_bytes
+    from .runtime import DeadlineExceeded, MasterLoop, WorkersLost, barrier, resident_memory_bytes
 
     code, data = run.code, run.data
     X = data.X_train
@@ -245,26 +257,32 @@ def run_master(comm, args, run):
                 checkpoint.save(args.checkpoint, iteration=done, optimizer_state=optimizer.state(),
                                 config=run.identity)
             progress.update(iteration, record)
-    except DeadlineExceeded as error:
+    except (DeadlineExceeded, WorkersLost) as error:
         progress.close()
         rescue = args.checkpoint or "gc_fast-rescue.npz"
         checkpoint.save(rescue, iteration=iteration, optimizer_state=optimizer.state(),
                         config=run.identity)
         master.shutdown(timeout=5.0)
-        raise RunFailed(f"{error}; more than s = {code.n_stragglers} workers are not answering. "
+        cause = ("" if isinstance(error, WorkersLost)
+                 else f"; more than s = {code.n_stragglers} workers are not answering")
+        raise RunFailed(f"{error}{cause}. "
                         f"Checkpoint of iteration {iteration} written to {rescue}: "
-                        f"fix the workers and continue with --resume {rescue}") from None
+                        f"fix the workers and continue with --resume {rescue}", bool(master.dead)) from None
     total_time = time.perf_counter() - started
     silent = master.shutdown()
     progress.close()
     if silent:
         print(f"gc_fast.train: warning: workers {[w + 1 for w in silent]} did not acknowledge STOP",
               file=sys.stderr, flush=True)
+    if master.dead:
+        died = ", ".join(f"{w + 1} (at iteration {at})" for w, at in sorted(master.dead.items()))
+        print(f"gc_fast.train: note: workers {died} died; training went on without them",
+              file=sys.stderr, flush=True)
     if args.save_trajectory:
         np.save(args.save_trajectory, np.array(trajectory))
     master_rss = {"after_first_iteration": rss_first, "end": resident_memory_bytes()}
     _report(args, run, records, snapshots, total_time, master, optimizer.x, master_rss)
-    return 0
+    return 0, bool(master.dead)
 
 
 class _Progress:
@@ -315,6 +333,7 @@ def _report(args, run, records, snapshots, total_time, master, weights, master_r
         "worker_stats": worker_stats, "master_rss_bytes": master_rss, "first_iteration": run.start,
         "max_decode_residual": float(max(r["residual"] for r in records)),
         "lr": run.lr,
+        "dead_workers": {str(w + 1): at for w, at in sorted(master.dead.items())},
     }
     if not args.quiet:
         print(_table(summary, data.name), flush=True)
@@ -384,16 +403,20 @@ def main(argv=None):
         if rank == 0:
             print(f"gc_fast.train: error: {failed[0]}", file=sys.stderr, flush=True)
         return 2
-    from .runtime import abort_on_error
+    from .runtime import abort_on_error, exit_without_finalize
 
     with abort_on_error(comm):  # an unexpected error on one rank ends all, never a hang
         if rank != 0:
-            return run_worker(comm, args, run)
-        try:
-            return run_master(comm, args, run)
-        except RunFailed as error:
-            print(f"gc_fast.train: error: {error}", file=sys.stderr, flush=True)
-            return 3
+            code, peers_died = run_worker(comm, args, run)
+        else:
+            try:
+                code, peers_died = run_master(comm, args, run)
+            except RunFailed as error:
+                print(f"gc_fast.train: error: {error}", file=sys.stderr, flush=True)
+                code, peers_died = 3, error.peers_died
+    if peers_died:
+        exit_without_finalize(code)
+    return code
 
 
 def _fail_without_mpi(error):

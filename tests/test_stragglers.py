@@ -165,3 +165,18 @@ def test_pause_freezes_named_workers_at_one_iteration_only():
     assert not model.delays(0, 4, 4).any()
     with pytest.raises(ValueError, match="missing key 'seconds'"):
         parse_delay("pause:workers=2,at=4")
+
+
+def test_kill_names_each_workers_iteration_of_death():
+    model = parse_delay("kill:workers=4,2,at=9,3")
+    assert str(model) == "kill:workers=4,2,at=9,3" and parse_delay(str(model)) == model
+    assert not model.killed(2, 1) and model.killed(3, 1) and model.killed(30, 1)
+    assert not model.killed(8, 3) and model.killed(9, 3) and not model.killed(50, 0)
+    delays = model.delays_matrix(0, range(12), 4)  # the simulator sees a dead worker as silent
+    assert np.isinf(delays[3:, 1]).all() and np.isinf(delays[9:, 3]).all()
+    assert (delays[:3] == 0).all() and (delays[:, [0, 2]] == 0).all()
+    assert parse_delay("kill:workers=2,3,at=5").kill_at == (5, 5)
+    with pytest.raises(ValueError, match="one per worker"):
+        parse_delay("kill:workers=2,3,at=1,2,3")
+    with pytest.raises(ValueError, match="named twice"):
+        parse_delay("kill:workers=2,2,at=1")

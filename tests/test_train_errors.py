@@ -25,6 +25,8 @@ def assert_clean_failure(result, *expected):
     (4, ["--delay", "fixed:p=2,seconds=1"], ["p"]),
     (4, ["--delay", "sometimes"], ["none | fixed"]),
     (4, ["--delay", "fail:workers=9,at=2"], ["9"]),
+    (4, ["--delay", "kill:workers=2,at=3"], ["ft", "mpirun --with-ft ulfm"]),  # MPICH cannot survive it
+    (4, ["--delay", "kill:workers=2,3,at=1,2,3"], ["one per worker"]),
     (4, ["--stragglers", "-1"], ["s"]),
     (4, ["--no-such-option"], ["unrecognized", "--help"]),
     (4, ["--scheme", "partial-crc", "--partitions-per-worker", "2"], ["partitions_per_worker", ">="]),
