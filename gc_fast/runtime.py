@@ -46,16 +46,16 @@ MASTER_MAX_SLEEP = 1e-4  # the master is on the critical path: it looks more oft
 
 
 def _tag_range(comm):
-    """(iteration period, STOP tag, DONE tag, STATS tag, STOP-after-deaths tag): the top
-    tags are reserved."""
+    """(iteration period, STOP tag, DONE tag, STATS tag): the top tags are reserved."""
     tag_ub = comm.Get_attr(MPI.TAG_UB)
-    period = (tag_ub - 4) // 2
-    return period, tag_ub, tag_ub - 1, tag_ub - 2, tag_ub - 3
+    period = (tag_ub - 3) // 2
+    return period, tag_ub, tag_ub - 1, tag_ub - 2
 
 
 def exit_without_finalize(code):
-    """End this process now, skipping MPI_Finalize: after ranks have died, Open MPI's
-    finalize can wait forever in a fence that counts the dead (open-mpi/ompi#11404)."""
+    """End this process now, skipping MPI_Finalize. For fault-tolerant runs: once ranks
+    have died, Open MPI's finalize can wait forever in a fence that counts the dead
+    (open-mpi/ompi#11404), and a worker cannot know whether another worker died."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
@@ -295,8 +295,7 @@ class WorkerLoop:
         self.task = task
         self.delay_model = delay_model
         self.seed = seed
-        self.period, self.stop_tag, self.done_tag, self.stats_tag, self.stop_dead_tag = _tag_range(comm)
-        self.peers_died = False  # the master's STOP said some workers had died
+        self.period, self.stop_tag, self.done_tag, self.stats_tag = _tag_range(comm)
         n_support = len(task.support)
         self.points = [np.empty(n_support), np.empty(n_support)]
         self.send_pools = [_SendPool(length) for length in task.message_lengths]
@@ -311,8 +310,6 @@ class WorkerLoop:
         """The completed receive's (tag, point); repost into the other buffer unless STOP."""
         tag = self.status.Get_tag()
         point = self.points[self.slot]
-        if tag == self.stop_dead_tag:
-            self.peers_died, tag = True, self.stop_tag
         if tag != self.stop_tag:
             self.slot ^= 1
             self.request = self.comm.Irecv([self.points[self.slot], MPI.DOUBLE],
@@ -394,7 +391,7 @@ class MasterLoop:
         self.optimizer = optimizer
         self.backend = backend
         self.deadline = deadline
-        self.period, self.stop_tag, self.done_tag, self.stats_tag, self.stop_dead_tag = _tag_range(comm)
+        self.period, self.stop_tag, self.done_tag, self.stats_tag = _tag_range(comm)
         n_workers = code.n_workers
         self.worker_messages = [list(code.messages_of(w)) for w in range(n_workers)]
         self.send_pools = [_SendPool(len(s)) for s in supports]
@@ -525,8 +522,7 @@ class MasterLoop:
         """
         self.stopping = True
         alive = [w for w in range(self.code.n_workers) if w not in self.dead]
-        stop_tag = self.stop_dead_tag if self.dead else self.stop_tag
-        stops = [self.comm.Isend([np.empty(0), MPI.DOUBLE], dest=w + 1, tag=stop_tag) for w in alive]
+        stops = [self.comm.Isend([np.empty(0), MPI.DOUBLE], dest=w + 1, tag=self.stop_tag) for w in alive]
         stats = np.zeros((self.code.n_workers, 4))
         pending = set(alive)
         give_up_at = time.perf_counter() + timeout

@@ -205,18 +205,13 @@ def run_worker(comm, args, run):
     from .runtime import WorkerLoop, barrier
 
     barrier(comm)
-    loop = WorkerLoop(comm, comm.Get_rank() - 1, run.code.n_workers, run.task, run.delay_model,
-                      args.seed)
-    loop.run()
-    return 0, loop.peers_died
+    WorkerLoop(comm, comm.Get_rank() - 1, run.code.n_workers, run.task, run.delay_model,
+               args.seed).run()
+    return 0
 
 
 class RunFailed(Exception):
     """Training could not go on (more workers silent or dead than the scheme tolerates)."""
-
-    def __init__(self, message, peers_died):
-        super().__init__(message)
-        self.peers_died = peers_died
 
 
 def run_master(comm, args, run):
@@ -267,7 +262,7 @@ def run_master(comm, args, run):
                  else f"; more than s = {code.n_stragglers} workers are not answering")
         raise RunFailed(f"{error}{cause}. "
                         f"Checkpoint of iteration {iteration} written to {rescue}: "
-                        f"fix the workers and continue with --resume {rescue}", bool(master.dead)) from None
+                        f"fix the workers and continue with --resume {rescue}") from None
     total_time = time.perf_counter() - started
     silent = master.shutdown()
     progress.close()
@@ -282,7 +277,7 @@ def run_master(comm, args, run):
         np.save(args.save_trajectory, np.array(trajectory))
     master_rss = {"after_first_iteration": rss_first, "end": resident_memory_bytes()}
     _report(args, run, records, snapshots, total_time, master, optimizer.x, master_rss)
-    return 0, bool(master.dead)
+    return 0
 
 
 class _Progress:
@@ -403,18 +398,18 @@ def main(argv=None):
         if rank == 0:
             print(f"gc_fast.train: error: {failed[0]}", file=sys.stderr, flush=True)
         return 2
-    from .runtime import abort_on_error, exit_without_finalize
+    from .runtime import abort_on_error, exit_without_finalize, fault_tolerant
 
     with abort_on_error(comm):  # an unexpected error on one rank ends all, never a hang
         if rank != 0:
-            code, peers_died = run_worker(comm, args, run)
+            code = run_worker(comm, args, run)
         else:
             try:
-                code, peers_died = run_master(comm, args, run)
+                code = run_master(comm, args, run)
             except RunFailed as error:
                 print(f"gc_fast.train: error: {error}", file=sys.stderr, flush=True)
-                code, peers_died = 3, error.peers_died
-    if peers_died:
+                code = 3
+    if fault_tolerant():
         exit_without_finalize(code)
     return code
 

@@ -17,7 +17,8 @@ from mpi_helpers import mpi_env
 ROOT = Path(__file__).resolve().parent.parent
 FT_VENV = Path(os.environ.get("GC_FAST_FT_VENV", ROOT / ".venv-ft"))
 FT_MPIRUN, FT_PYTHON = FT_VENV / "bin" / "mpirun", FT_VENV / "bin" / "python"
-SMALL = ["--rows", "1200", "--features", "3000", "--iterations", "30", "--quiet"]
+# 100 short iterations: the master learns of a death a few ms after it, well before the end.
+SMALL = ["--rows", "1200", "--features", "3000", "--iterations", "100", "--quiet"]
 
 pytestmark = pytest.mark.skipif(
     not (FT_MPIRUN.exists() and FT_PYTHON.exists()),
@@ -48,7 +49,7 @@ def assert_same_trajectory(a, b):
 
 @pytest.mark.parametrize("n_workers, n_stragglers, kill", [
     (4, 1, "kill:workers=2,at=5"),          # one worker dies
-    (6, 2, "kill:workers=2,5,at=3,12"),     # one, then a second: s of them
+    (6, 2, "kill:workers=2,5,at=3,10"),     # one, then a second: s of them
 ])
 def test_crc_trains_exactly_through_killed_workers(tmp_path, n_workers, n_stragglers, kill):
     naive, naive_path, _ = train_ft(n_workers + 1, ["--scheme", "naive"], tmp_path, "naive")
@@ -75,7 +76,7 @@ def test_more_deaths_than_s_stop_with_one_line_and_a_checkpoint(tmp_path):
     assert len(errors) == 1 and errors[0].startswith("gc_fast.train: error: workers 2 ")
     assert "cannot decode without them" in errors[0] and f"--resume {rescue}" in errors[0]
     with np.load(rescue) as saved:
-        assert 8 <= int(saved["iteration"]) < 30
+        assert 8 <= int(saved["iteration"]) < 100
     # The rescued run resumes with healthy workers and finishes.
     resumed = run_ft(5, [*SMALL, "--scheme", "crc", "--stragglers", "1", "--resume", rescue], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
