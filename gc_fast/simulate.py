@@ -775,13 +775,13 @@ def simulate_iterations(workload, costs, delays, *, compute_factor=None, code=No
         compute = compute * np.asarray(compute_factor)[workload.message_worker]
     carry = None
     passes = 2 if workload.message_partitions is not None and len(delays) > 1 else 1
-    for _ in range(passes):
+    for remaining in reversed(range(passes)):
         events = timeline(compute, delays, workload.message_bytes, costs,
                           message_worker=workload.message_worker, point_bytes=workload.point_bytes,
                           carry_seconds=carry)
         decode, combined = decode_times(workload.scheme, workload.n_workers, workload.n_stragglers,
                                         events.arrival, code=code)
-        if passes > 1:
+        if remaining:
             carry = _carried_over(events, decode, compute, workload)
     combined_bytes = combined.astype(np.float64) @ workload.message_bytes
     busy = ((events.begin <= decode[:, None]) & (events.end > decode[:, None])).sum(axis=1)
@@ -794,8 +794,7 @@ def _carried_over(events, decode, compute, workload):
     """(rows, n) compute seconds each worker owes iteration t + 1: the rest of the partition
     it was in when iteration t decoded (progress interpolated over its busy span)."""
     n = workload.n_workers
-    work = np.bincount(workload.message_worker, weights=compute,
-                       minlength=n)
+    work = np.bincount(workload.message_worker, weights=compute, minlength=n)
     chunks = np.bincount(workload.message_worker, weights=workload.message_partitions, minlength=n)
     with np.errstate(invalid="ignore", divide="ignore"):
         progress = (decode[:, None] - events.begin) / (events.end - events.begin) * chunks
