@@ -132,11 +132,16 @@ class _Backoff:
         self.pause = min(2.0 * self.pause, self.longest)
 
 
-def _wait_all(requests):
-    """Complete all requests without spinning."""
+def _wait_all(requests, *, dead_ok=False):
+    """Complete all requests without spinning; with dead_ok, one that failed because its
+    peer died counts as complete."""
     backoff = _Backoff()
-    while not MPI.Request.Testall(requests):
-        backoff.wait()
+    if dead_ok:
+        while not all([_test_or_failed(request) for request in requests]):
+            backoff.wait()
+    else:
+        while not MPI.Request.Testall(requests):
+            backoff.wait()
 
 
 def barrier(comm):
@@ -413,10 +418,15 @@ class MasterLoop:
         try:
             return self.comm.Irecv([view, MPI.DOUBLE], source=worker + 1, tag=MPI.ANY_TAG)
         except MPI.Exception as error:
-            if not _process_failure(error):
-                raise
-            self._bury()
+            self._bury_on_failure(error)
             return MPI.REQUEST_NULL
+
+    def _bury_on_failure(self, error):
+        """Re-raise `error` unless it reports a dead process; else _bury. True when MPI named
+        workers not known dead before."""
+        if not _process_failure(error):
+            raise error
+        return bool(self._bury())
 
     def _bury(self):
         """Stop waiting for and sending to the workers MPI reports dead; WorkersLost when
@@ -438,8 +448,8 @@ class MasterLoop:
             try:
                 index, completed = MPI.Request.Testany(self.requests, self.status)
             except MPI.Exception as error:
-                if not _process_failure(error) or not self._bury():
-                    raise
+                if not self._bury_on_failure(error):
+                    raise  # a failure MPI does not attribute to a dead worker
                 continue
             if completed:  # index UNDEFINED: no receive left to wait for
                 return None if index == MPI.UNDEFINED else index
@@ -464,9 +474,7 @@ class MasterLoop:
                 pool.sent(self.comm.Isend([buffer, MPI.DOUBLE], dest=worker + 1,
                                           tag=iteration % self.period), buffer)
             except MPI.Exception as error:
-                if not _process_failure(error):
-                    raise
-                self._bury()
+                self._bury_on_failure(error)
         self.assembler.start()
         arrival = np.full(self.code.n_messages, np.nan)
         n_stale = bytes_received = 0
@@ -547,8 +555,5 @@ class MasterLoop:
                 self.requests[worker] = self._post(worker, 0)
         pending -= set(self.dead)
         if not pending:
-            requests = stops + [r for pool in self.send_pools for r in pool.requests()]
-            backoff = _Backoff()
-            while not all([_test_or_failed(request) for request in requests]):
-                backoff.wait()
+            _wait_all(stops + [r for pool in self.send_pools for r in pool.requests()], dead_ok=True)
         return sorted(pending)

@@ -46,6 +46,8 @@ _KEYS = {
     "pause": ("workers", "at", "seconds"),
     "kill": ("workers", "at"),
 }
+# Keys that take a list of values: the workers, and for kill one iteration per worker.
+_LIST_KEYS = {"kill": ("workers", "at")}
 # Separates the random streams of the forms that draw, so they never coincide.
 # count is keyed by (seed, iteration) alone and drawn with choice(n, k), as the
 # paper-style baseline script draws its stragglers, so both face the same ones.
@@ -206,7 +208,7 @@ def parse_delay(spec: str) -> DelayModel:
         problems = [f"unknown key {key!r}" for key in unknown] + [f"missing key {key!r}" for key in missing]
         raise _spec_error(spec, f"{'; '.join(problems)} ({kind} takes {', '.join(_KEYS[kind])})")
     for key, items in values.items():
-        if key != "workers" and not (kind == "kill" and key == "at") and len(items) != 1:
+        if key not in _LIST_KEYS.get(kind, ("workers",)) and len(items) != 1:
             raise _spec_error(spec, f"{key} takes one value, got {len(items)}")
     single = {key: items[0] for key, items in values.items()}
 
