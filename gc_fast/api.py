@@ -398,7 +398,7 @@ def _compute_used(assembler, code, kind, tasks, outs, points, point, backend):
 
 def _run_mpi(problem, setup, comm, objective, keep_trajectory):
     """SPMD: rank 0 masters, the others work; the result is broadcast to every rank."""
-    from .runtime import MasterLoop, WorkerLoop, abort_on_error, barrier, broadcast
+    from .runtime import MasterLoop, WorkerLoop, abort_on_error, apply_priorities, barrier, broadcast
 
     code, rank = setup.code, comm.Get_rank()
     recorder = _Recorder(setup, setup.optimizer, keep_trajectory)
@@ -409,6 +409,7 @@ def _run_mpi(problem, setup, comm, objective, keep_trajectory):
                                           backend=setup.backend)
             master = MasterLoop(comm, code, supports, assembler, setup.optimizer,
                                 backend=setup.backend, deadline=setup.deadline)
+            apply_priorities(comm, code, "auto")
             barrier(comm)
             started = time.perf_counter()
             for iteration in range(setup.iterations):
@@ -420,6 +421,7 @@ def _run_mpi(problem, setup, comm, objective, keep_trajectory):
         else:
             task = problem.task(code, rank - 1)
             problem.warm_up(task)
+            apply_priorities(comm, code, "auto")
             barrier(comm)
             WorkerLoop(comm, rank - 1, code.n_workers, task, setup.delay_model, setup.seed).run()
             buffer = np.empty(_packed_length(setup, problem.n_features, objective,

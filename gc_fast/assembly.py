@@ -24,11 +24,13 @@ class GradientAssembler:
                     if code.n_messages else np.zeros(0, np.int64))
         self.values = np.zeros(self.ptr[-1], dtype=np.float64)
         self.arrived = []
+        self.arrived_mask = np.zeros(code.n_messages, dtype=bool)
         self.decode_vector = None
 
     def start(self):
         """Forget the previous iteration's arrivals."""
         self.arrived = []
+        self.arrived_mask[:] = False
         self.decode_vector = None
 
     def message_view(self, message):
@@ -38,10 +40,9 @@ class GradientAssembler:
     def add(self, message):
         """Record that `message` has been written; True once the gradient is decodable."""
         self.arrived.append(int(message))
-        if self.code.is_decodable(self.arrived):
-            self.decode_vector = self.code.decode(self.arrived)
-            return self.decode_vector is not None
-        return False
+        self.arrived_mask[message] = True
+        self.decode_vector = self.code.decode_mask(self.arrived_mask)
+        return self.decode_vector is not None
 
     def residual(self):
         """max |a @ B - 1| of the decode vector in use (0 for an exact decode)."""

@@ -112,6 +112,21 @@ class GradientCode:
         """Message (row) indices worker `worker` sends, in send order."""
         return self._messages[self._check_worker(worker)].copy()
 
+    def priority_order(self):
+        """Workers, those whose messages are most likely needed first.
+
+        The k-th worker holding a given set of partitions comes before every
+        (k+1)-th one, so a prefix of the order covers all partitions as early
+        as it can: one worker of each FRC group, then a second of each, ...;
+        workers with distinct sets (CRC) keep their index order.
+        """
+        copies, keys = {}, []
+        for worker, partitions in enumerate(self._partitions):
+            key = partitions.tobytes()
+            keys.append((copies.get(key, 0), worker))
+            copies[key] = copies.get(key, 0) + 1
+        return np.array([worker for _, worker in sorted(keys)], dtype=np.int64)
+
     def is_decodable(self, arrived):
         """True when the arrived message indices already determine the full gradient."""
         return self.decode(arrived) is not None
@@ -123,8 +138,12 @@ class GradientCode:
         schemes) satisfies max|a @ B - 1| <= decode_tolerance. It is cached per
         arrived set and returned read-only; copy it before modifying.
         """
-        mask = self._arrived_mask(arrived)
-        key = np.packbits(mask).tobytes()
+        return self.decode_mask(self._arrived_mask(arrived))
+
+    def decode_mask(self, mask):
+        """decode() for a boolean mask over the messages (True = arrived), unchecked: the
+        master keeps its mask up to date as messages land instead of rebuilding it."""
+        key = mask.tobytes()
         if key in self._cache:
             self._hits += 1
             self._cache.move_to_end(key)

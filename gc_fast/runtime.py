@@ -8,7 +8,7 @@ Rank 0 is the master, rank w+1 is worker w. All messages are buffer-based
   ends the run;
 - worker -> master: message k of iteration t, tag = 2 * t + k (mod the tag
   range); after STOP, a zero-length DONE message, then a STATS message
-  (messages sent, iterations abandoned, resident memory).
+  (messages sent, iterations abandoned, resident memory, CPU time, nice).
 
 The master keeps exactly one receive posted per worker (any tag), straight
 into the slot of the message that worker should send next. A worker's
@@ -38,7 +38,7 @@ from contextlib import contextmanager
 import numpy as np
 from mpi4py import MPI
 
-from . import kernels
+from . import kernels, priority
 
 POLL_MIN_SLEEP = 2e-5
 POLL_MAX_SLEEP = 5e-4
@@ -147,6 +147,20 @@ def _wait_all(requests, *, dead_ok=False):
 def barrier(comm):
     """MPI barrier that sleeps instead of spinning while other ranks work."""
     _wait_all([comm.Ibarrier()])
+
+
+def apply_priorities(comm, code, mode):
+    """Collective: rank the workers' CPU priority (gc_fast.priority) when `mode` asks for it,
+    "auto" meaning when this node runs more ranks than this process has cores. Returns
+    this rank's nice afterwards."""
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    ranks_on_node = node.Get_size()
+    node.Free()
+    rank = comm.Get_rank()
+    if rank == 0 or not priority.wanted(mode, ranks_on_node, priority.usable_cores()):
+        return os.nice(0)
+    position = int(np.flatnonzero(code.priority_order() == rank - 1)[0])
+    return priority.lower_priority(priority.worker_nice(position))
 
 
 def world():
@@ -323,6 +337,7 @@ class WorkerLoop:
 
     def run(self):
         _sleep_unless(self.request, self.status, np.inf)
+        cpu_started = time.process_time()
         tag, point = self._take()
         while tag != self.stop_tag:
             while self.request.Test(self.status):  # skip to the newest point
@@ -336,7 +351,8 @@ class WorkerLoop:
                 if self.rss_start is None:
                     self.rss_start = resident_memory_bytes()
         stats = np.array([self.n_sent, self.n_abandoned, self.rss_start or resident_memory_bytes(),
-                          resident_memory_bytes()], dtype=np.float64)
+                          resident_memory_bytes(), time.process_time() - cpu_started, os.nice(0)],
+                         dtype=np.float64)
         done = self.comm.Isend([np.empty(0), MPI.DOUBLE], dest=0, tag=self.done_tag)
         report = self.comm.Isend([stats, MPI.DOUBLE], dest=0, tag=self.stats_tag)
         _wait_all([done, report] + [r for pool in self.send_pools for r in pool.requests()])
@@ -525,13 +541,14 @@ class MasterLoop:
         """STOP every worker and drain what is in flight until each has said DONE.
 
         Each worker then reports (messages sent, iterations abandoned, resident
-        memory after its first iteration and at the end) into `worker_stats`.
+        memory after its first iteration and at the end, CPU seconds from its
+        first point to STOP, nice) into `worker_stats`.
         Returns the workers that did not answer within `timeout` seconds.
         """
         self.stopping = True
         alive = [w for w in range(self.code.n_workers) if w not in self.dead]
         stops = [self.comm.Isend([np.empty(0), MPI.DOUBLE], dest=w + 1, tag=self.stop_tag) for w in alive]
-        stats = np.zeros((self.code.n_workers, 4))
+        stats = np.zeros((self.code.n_workers, 6))
         pending = set(alive)
         give_up_at = time.perf_counter() + timeout
         while pending - set(self.dead):
@@ -545,10 +562,11 @@ class MasterLoop:
             elif tag == self.stats_tag:
                 pending.discard(worker)
                 self.requests[worker] = MPI.REQUEST_NULL
-                sent, abandoned, rss_start, rss_end = stats[worker]
+                sent, abandoned, rss_start, rss_end, cpu, nice = stats[worker]
                 self.worker_stats[worker] = {"messages_sent": int(sent), "abandoned": int(abandoned),
                                              "rss_start_bytes": int(rss_start),
-                                             "rss_end_bytes": int(rss_end)}
+                                             "rss_end_bytes": int(rss_end), "cpu_seconds": cpu,
+                                             "nice": int(nice)}
             else:
                 self.n_received += 1
                 self.n_stale += 1

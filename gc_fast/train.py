@@ -23,6 +23,7 @@ from .data import amazon_like, gaussian_mixture, load_dataset, partition_bounds,
 from .kernels import BACKENDS
 from .objective import auc, lipschitz_logistic, logistic_loss
 from .optim import OPTIMIZERS, make_optimizer
+from .priority import MODES as PRIORITY_MODES
 from .stragglers import __doc__ as DELAY_DOC
 from .stragglers import parse_delay
 
@@ -69,6 +70,10 @@ def build_parser():
     add("--optimizer", choices=OPTIMIZERS, default="nag", help="nag (default) or gd")
     add("--backend", choices=BACKENDS, default="cython", help="compute kernels (default cython)")
     add("--delay", default="none", metavar="SPEC", help="injected stragglers (see below; default none)")
+    add("--priorities", choices=PRIORITY_MODES, default="auto",
+        help="CPU priority of the workers when ranks share cores: auto (default) ranks them, "
+             "master first, then the workers the code needs first, when a node runs more ranks "
+             "than it has cores; on: always; off: the OS shares the cores fairly")
     add("--seed", type=int, default=0, help="seed for data, code and delays (default 0)")
     add("--out", default=None, metavar="results.json", help="write per-iteration records as JSON")
     add("--save-model", default=None, metavar="PATH", help="save the final weights as .npy")
@@ -202,8 +207,9 @@ def worker_task(args, run, worker):
 
 
 def run_worker(comm, args, run):
-    from .runtime import WorkerLoop, barrier
+    from .runtime import WorkerLoop, apply_priorities, barrier
 
+    apply_priorities(comm, run.code, args.priorities)
     barrier(comm)
     WorkerLoop(comm, comm.Get_rank() - 1, run.code.n_workers, run.task, run.delay_model,
                args.seed).run()
@@ -216,7 +222,8 @@ class RunFailed(Exception):
 
 def run_master(comm, args, run):
     from .assembly import GradientAssembler
-    from .runtime import DeadlineExceeded, MasterLoop, WorkersLost, barrier, resident_memory_bytes
+    from .runtime import (DeadlineExceeded, MasterLoop, WorkersLost, apply_priorities, barrier,
+                          resident_memory_bytes)
 
     code, data = run.code, run.data
     X = data.X_train
@@ -229,12 +236,13 @@ def run_master(comm, args, run):
     assembler = GradientAssembler(code, supports, n_features, backend=args.backend)
     master = MasterLoop(comm, code, supports, assembler, optimizer, backend=args.backend,
                         deadline=args.deadline)
+    apply_priorities(comm, code, args.priorities)
     barrier(comm)
     if args.eval_every is None:  # keep the snapshots under SNAPSHOT_BYTES
         args.eval_every = max(1, -(-args.iterations * n_features * 8 // SNAPSHOT_BYTES))
     records, snapshots, trajectory = [], {}, []
     progress = _Progress(args.iterations, enabled=not args.quiet)
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     iteration = run.start
     rss_first = None
     try:
@@ -264,6 +272,7 @@ def run_master(comm, args, run):
                         f"Checkpoint of iteration {iteration} written to {rescue}: "
                         f"fix the workers and continue with --resume {rescue}") from None
     total_time = time.perf_counter() - started
+    master_cpu = time.process_time() - cpu_started
     silent = master.shutdown()
     progress.close()
     if silent:
@@ -276,7 +285,7 @@ def run_master(comm, args, run):
     if args.save_trajectory:
         np.save(args.save_trajectory, np.array(trajectory))
     master_rss = {"after_first_iteration": rss_first, "end": resident_memory_bytes()}
-    _report(args, run, records, snapshots, total_time, master, optimizer.x, master_rss)
+    _report(args, run, records, snapshots, total_time, master_cpu, master, optimizer.x, master_rss)
     return 0
 
 
@@ -305,7 +314,7 @@ class _Progress:
             print(file=sys.stderr, flush=True)
 
 
-def _report(args, run, records, snapshots, total_time, master, weights, master_rss):
+def _report(args, run, records, snapshots, total_time, master_cpu, master, weights, master_rss):
     """Loss/AUC from snapshots (outside the timed loop), table, JSON, model file."""
     code, data = run.code, run.data
     evaluated = {}
@@ -319,7 +328,7 @@ def _report(args, run, records, snapshots, total_time, master, weights, master_r
     summary = {
         "scheme": code.scheme, "n_workers": code.n_workers, "n_stragglers": code.n_stragglers,
         "mean_iteration_s": float(times.mean()), "median_iteration_s": float(np.median(times)),
-        "total_s": float(total_time), "final_train_loss": float(final_loss),
+        "total_s": float(total_time), "master_cpu_s": master_cpu, "final_train_loss": float(final_loss),
         "final_test_auc": _json_float(final_auc),
         "bytes_sent_per_iteration": float(np.mean([r["bytes_sent"] for r in records])),
         "bytes_received_per_iteration": float(np.mean([r["bytes_received"] for r in records])),

@@ -245,6 +245,28 @@ def test_placement_matches_the_support_of_B(scheme, n, s, options):
         assert (holders.sum(axis=1) == P * group).all()
 
 
+@pytest.mark.parametrize("scheme, n, s, options", PLACEMENT_CASES)
+def test_priority_order_is_a_permutation_whose_prefixes_decode_earliest(scheme, n, s, options):
+    code = make_code(scheme, n, s, **options)
+    order = code.priority_order()
+    np.testing.assert_array_equal(np.sort(order), np.arange(n))
+    if scheme == "ignore":
+        return  # decodes from any n - s: nothing to order
+    # The shortest decodable prefix of the order is as short as any decodable set of workers.
+    shortest = min(k for k in range(1, n + 1)
+                   if any(code.is_decodable(np.concatenate([code.messages_of(w) for w in ws]))
+                          for ws in combinations(range(n), k)))
+    prefix = next(k for k in range(1, n + 1)
+                  if code.is_decodable(np.concatenate([code.messages_of(w) for w in order[:k]])))
+    assert prefix == shortest
+
+
+def test_priority_order_takes_one_worker_per_frc_group_first():
+    np.testing.assert_array_equal(make_code("frc", 8, 3).priority_order(), [0, 4, 1, 5, 2, 6, 3, 7])
+    np.testing.assert_array_equal(make_code("frc", 6, 1).priority_order(), [0, 2, 4, 1, 3, 5])
+    np.testing.assert_array_equal(make_code("crc", 8, 3).priority_order(), np.arange(8))
+
+
 def test_crc_and_frc_hold_the_papers_partitions():
     crc = make_code("crc", 7, 2)
     for worker in range(7):

@@ -69,6 +69,17 @@ def test_late_replies_never_corrupt_later_iterations(naive_reference, tmp_path):
     assert len(late_iterations) >= 3, "worker 2 should have missed several iterations"
 
 
+@pytest.mark.parametrize("mode, expected_nice", [("on", [1, 7, 4, 10]), ("off", [0, 0, 0, 0])])
+def test_worker_priorities_follow_the_code_and_leave_the_trajectory_alone(
+        naive_reference, tmp_path, mode, expected_nice):
+    """FRC s=1, n=4: one worker of each group first (workers 1, 3), then the others."""
+    _, naive_trajectory = naive_reference
+    results, trajectory = train(5, [*SMALL, *ITERATIONS, "--scheme", "frc", "--stragglers", "1",
+                                    "--priorities", mode], tmp_path, mode)
+    assert [w["nice"] for w in results["summary"]["worker_stats"]] == expected_nice
+    assert max_relative_difference(trajectory, naive_trajectory) <= 1e-9
+
+
 def test_reaches_scikit_learn_optimum(tmp_path):
     """Outside oracle: the same L2-regularised objective minimised by scikit-learn."""
     features, labels = load_breast_cancer(return_X_y=True)
