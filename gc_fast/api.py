@@ -398,7 +398,8 @@ def _compute_used(assembler, code, kind, tasks, outs, points, point, backend):
 
 def _run_mpi(problem, setup, comm, objective, keep_trajectory):
     """SPMD: rank 0 masters, the others work; the result is broadcast to every rank."""
-    from .runtime import MasterLoop, WorkerLoop, abort_on_error, apply_priorities, barrier, broadcast
+    from .runtime import (MasterLoop, SharedPoint, WorkerLoop, abort_on_error, apply_priorities,
+                          barrier, broadcast)
 
     code, rank = setup.code, comm.Get_rank()
     recorder = _Recorder(setup, setup.optimizer, keep_trajectory)
@@ -407,8 +408,10 @@ def _run_mpi(problem, setup, comm, objective, keep_trajectory):
             supports = problem.supports(code)
             assembler = GradientAssembler(code, supports, problem.n_features,
                                           backend=setup.backend)
+            shared_point = SharedPoint.create(comm, problem.n_features, "auto")
             master = MasterLoop(comm, code, supports, assembler, setup.optimizer,
-                                backend=setup.backend, deadline=setup.deadline)
+                                backend=setup.backend, deadline=setup.deadline,
+                                shared_point=shared_point)
             apply_priorities(comm, code, "auto")
             barrier(comm)
             started = time.perf_counter()
@@ -421,9 +424,11 @@ def _run_mpi(problem, setup, comm, objective, keep_trajectory):
         else:
             task = problem.task(code, rank - 1)
             problem.warm_up(task)
+            shared_point = SharedPoint.create(comm, problem.n_features, "auto")
             apply_priorities(comm, code, "auto")
             barrier(comm)
-            WorkerLoop(comm, rank - 1, code.n_workers, task, setup.delay_model, setup.seed).run()
+            WorkerLoop(comm, rank - 1, code.n_workers, task, setup.delay_model, setup.seed,
+                       shared_point=shared_point, backend=setup.backend).run()
             buffer = np.empty(_packed_length(setup, problem.n_features, objective,
                                              keep_trajectory))
     broadcast(comm, buffer)

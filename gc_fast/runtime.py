@@ -4,8 +4,10 @@ Rank 0 is the master, rank w+1 is worker w. All messages are buffer-based
 (no pickling on the hot path):
 
 - master -> worker: the query point restricted to the worker's support,
-  tag = iteration (mod the tag range); a zero-length message with STOP_TAG
-  ends the run;
+  tag = iteration (mod the tag range); when every rank runs on one node, the
+  master instead copies the point into an MPI-3 shared-memory window
+  (SharedPoint) and the message is a zero-length notification; a zero-length
+  message with STOP_TAG ends the run;
 - worker -> master: message k of iteration t, tag = 2 * t + k (mod the tag
   range); after STOP, a zero-length DONE message, then a STATS message
   (messages sent, iterations abandoned, resident memory, CPU time, nice).
@@ -43,6 +45,7 @@ from . import kernels, priority
 POLL_MIN_SLEEP = 2e-5
 POLL_MAX_SLEEP = 5e-4
 MASTER_MAX_SLEEP = 1e-4  # the master is on the critical path: it looks more often
+SHARED_MEMORY_MODES = ("auto", "off")
 
 
 def _tag_range(comm):
@@ -161,6 +164,50 @@ def apply_priorities(comm, code, mode):
         return os.nice(0)
     position = int(np.flatnonzero(code.priority_order() == rank - 1)[0])
     return priority.lower_priority(priority.worker_nice(position))
+
+
+class SharedPoint:
+    """The master's query point in an MPI-3 shared-memory window, when all ranks share a node.
+
+    The master copies each new point into the window once and notifies every
+    worker with a zero-length message; each worker gathers its own support
+    from the window. That replaces the master's per-worker gathers and
+    support-sized sends, whose copies sat on the critical path. A worker can
+    only read a point newer than its notification once the master has decoded
+    that iteration without it: its message is then stale, and dropped by tag.
+    """
+
+    def __init__(self, window, values):
+        self.window = window
+        self.values = values
+
+    @classmethod
+    def create(cls, comm, n_features, mode):
+        """Collective: a SharedPoint, or None (mode "off", ranks on several nodes, or a
+        fault-tolerant run: ULFM does not promise windows survive a dead rank)."""
+        if mode not in SHARED_MEMORY_MODES:
+            raise ValueError(f"unknown shared-memory mode {mode!r}: choose one of "
+                             f"{', '.join(SHARED_MEMORY_MODES)}")
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        one_node = node.Get_size() == comm.Get_size()
+        if mode == "off" or not one_node or fault_tolerant():
+            node.Free()
+            return None
+        size = 8 * int(n_features) if comm.Get_rank() == 0 else 0
+        window = MPI.Win.Allocate_shared(size, 8, comm=node)
+        buffer, _ = window.Shared_query(0)
+        window.Lock_all(MPI.MODE_NOCHECK)  # one passive epoch; Sync orders the copies
+        return cls(window, np.frombuffer(buffer, dtype=np.float64, count=int(n_features)))
+
+    def publish(self, point):
+        """Master: make `point` the one workers read."""
+        self.values[:] = point
+        self.window.Sync()
+
+    def gather(self, support, out, backend):
+        """Worker: out <- the published point on `support`."""
+        self.window.Sync()
+        kernels.gather(self.values, support, out, backend=backend, check=False)
 
 
 def world():
@@ -307,9 +354,12 @@ class WorkerLoop:
     partitions), so nobody works for an iteration the master has finished.
     """
 
-    def __init__(self, comm, worker, n_workers, task, delay_model, seed):
+    def __init__(self, comm, worker, n_workers, task, delay_model, seed, *, shared_point=None,
+                 backend="cython"):
         self.comm = comm
         self.worker = worker
+        self.shared_point = shared_point
+        self.backend = backend
         self.n_workers = n_workers
         self.task = task
         self.delay_model = delay_model
@@ -365,6 +415,8 @@ class WorkerLoop:
         if delay > 0 and _sleep_unless(self.request, self.status, delay):
             self.n_abandoned += 1
             return True
+        if self.shared_point is not None:
+            self.shared_point.gather(self.task.support, point, self.backend)
         factor = self.delay_model.compute_factor(self.worker)
         outs = [pool.acquire() for pool in self.send_pools]
         unsent = set(range(len(outs)))
@@ -404,7 +456,8 @@ class MasterLoop:
     `deadline` (seconds, or None) bounds the wait for a decodable set.
     """
 
-    def __init__(self, comm, code, supports, assembler, optimizer, *, backend="cython", deadline=None):
+    def __init__(self, comm, code, supports, assembler, optimizer, *, backend="cython", deadline=None,
+                 shared_point=None):
         self.comm = comm
         self.code = code
         self.supports = supports
@@ -412,10 +465,11 @@ class MasterLoop:
         self.optimizer = optimizer
         self.backend = backend
         self.deadline = deadline
+        self.shared_point = shared_point
         self.period, self.stop_tag, self.done_tag, self.stats_tag = _tag_range(comm)
         n_workers = code.n_workers
         self.worker_messages = [list(code.messages_of(w)) for w in range(n_workers)]
-        self.send_pools = [_SendPool(len(s)) for s in supports]
+        self.send_pools = [_SendPool(0 if shared_point else len(s)) for s in supports]
         self.status = MPI.Status()
         self.expected_kind = [0] * n_workers
         self.requests = [self._post(w, 0) for w in range(n_workers)]
@@ -479,13 +533,17 @@ class MasterLoop:
         self.iteration_now = iteration
         point = self.optimizer.query_point()
         bytes_sent = 0
+        if self.shared_point is not None:
+            self.shared_point.publish(point)
+            bytes_sent = 8 * len(point)
         for worker, support in enumerate(self.supports):
             if worker in self.dead:
                 continue
-            bytes_sent += 8 * len(support)
             pool = self.send_pools[worker]
             buffer = pool.acquire()
-            kernels.gather(point, support, buffer, backend=self.backend, check=False)
+            if self.shared_point is None:
+                bytes_sent += 8 * len(support)
+                kernels.gather(point, support, buffer, backend=self.backend, check=False)
             try:
                 pool.sent(self.comm.Isend([buffer, MPI.DOUBLE], dest=worker + 1,
                                           tag=iteration % self.period), buffer)

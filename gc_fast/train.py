@@ -74,6 +74,10 @@ def build_parser():
         help="CPU priority of the workers when ranks share cores: auto (default) ranks them, "
              "master first, then the workers the code needs first, when a node runs more ranks "
              "than it has cores; on: always; off: the OS shares the cores fairly")
+    add("--shared-memory", choices=("auto", "off"), default="auto",
+        help="auto (default): when every rank runs on one node, the master publishes each point "
+             "in an MPI-3 shared-memory window and workers read their columns from it; "
+             "off: the point always travels in per-worker messages")
     add("--seed", type=int, default=0, help="seed for data, code and delays (default 0)")
     add("--out", default=None, metavar="results.json", help="write per-iteration records as JSON")
     add("--save-model", default=None, metavar="PATH", help="save the final weights as .npy")
@@ -170,7 +174,8 @@ def setup(comm, args):
         raise UsageError(f"{code.n_partitions} partitions but only {n_rows} training rows: "
                          "use fewer workers or more rows")
     run = argparse.Namespace(code=code, delay_model=delay_model, data=data,
-                             bounds=partition_bounds(n_rows, code.n_partitions))
+                             bounds=partition_bounds(n_rows, code.n_partitions),
+                             n_features=data.X_train.shape[1])
     if rank != 0:
         run.task = worker_task(args, run, rank - 1)
         run.data = None  # a worker keeps only its own partitions
@@ -207,12 +212,13 @@ def worker_task(args, run, worker):
 
 
 def run_worker(comm, args, run):
-    from .runtime import WorkerLoop, apply_priorities, barrier
+    from .runtime import SharedPoint, WorkerLoop, apply_priorities, barrier
 
+    shared_point = SharedPoint.create(comm, run.n_features, args.shared_memory)
     apply_priorities(comm, run.code, args.priorities)
     barrier(comm)
     WorkerLoop(comm, comm.Get_rank() - 1, run.code.n_workers, run.task, run.delay_model,
-               args.seed).run()
+               args.seed, shared_point=shared_point, backend=args.backend).run()
     return 0
 
 
@@ -222,8 +228,8 @@ class RunFailed(Exception):
 
 def run_master(comm, args, run):
     from .assembly import GradientAssembler
-    from .runtime import (DeadlineExceeded, MasterLoop, WorkersLost, apply_priorities, barrier,
-                          resident_memory_bytes)
+    from .runtime import (DeadlineExceeded, MasterLoop, SharedPoint, WorkersLost, apply_priorities,
+                          barrier, resident_memory_bytes)
 
     code, data = run.code, run.data
     X = data.X_train
@@ -234,8 +240,9 @@ def run_master(comm, args, run):
     if run.state is not None:
         optimizer.load_state(run.state)
     assembler = GradientAssembler(code, supports, n_features, backend=args.backend)
+    shared_point = SharedPoint.create(comm, n_features, args.shared_memory)
     master = MasterLoop(comm, code, supports, assembler, optimizer, backend=args.backend,
-                        deadline=args.deadline)
+                        deadline=args.deadline, shared_point=shared_point)
     apply_priorities(comm, code, args.priorities)
     barrier(comm)
     if args.eval_every is None:  # keep the snapshots under SNAPSHOT_BYTES

@@ -23,7 +23,7 @@ SMALL = ["--rows", "1200", "--features", "3000", "--iterations", "100", "--quiet
 pytestmark = pytest.mark.skipif(
     not (FT_MPIRUN.exists() and FT_PYTHON.exists()),
     reason=f"no fault-tolerant MPI venv at {FT_VENV}: python3 -m venv .venv-ft && "
-           f".venv-ft/bin/pip install -e '.[ft,test]' (or set GC_FAST_FT_VENV)")
+           f".venv-ft/bin/pip install -e '.[ft]' (or set GC_FAST_FT_VENV)")
 
 
 def run_ft(n_ranks, args, cwd, timeout=120):

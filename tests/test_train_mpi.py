@@ -32,6 +32,7 @@ def naive_reference(tmp_path_factory):
     ("crc", 5, ["--stragglers", "1", "--delay", "count:k=1,seconds=0.03"]),
     ("crc", 5, ["--stragglers", "2", "--delay", "count:k=2,seconds=0.03", "--construction", "random"]),
     ("frc", 5, ["--stragglers", "1", "--delay", "count:k=1,seconds=0.03"]),
+    ("frc", 5, ["--stragglers", "1", "--delay", "count:k=1,seconds=0.03", "--shared-memory", "off"]),
     ("partial-crc", 5, ["--stragglers", "1", "--partitions-per-worker", "3",
                         "--delay", "slow:workers=2,factor=30"]),
     ("partial-frc", 5, ["--stragglers", "1", "--partitions-per-worker", "4",
