@@ -32,10 +32,6 @@ CASES = [
 ]
 
 
-
-
-
-
 def run(command, cwd):
     result = subprocess.run(command, cwd=cwd, env=environment(), capture_output=True, text=True)
     if result.returncode:

@@ -398,8 +398,7 @@ def _compute_used(assembler, code, kind, tasks, outs, points, point, backend):
 
 def _run_mpi(problem, setup, comm, objective, keep_trajectory):
     """SPMD: rank 0 masters, the others work; the result is broadcast to every rank."""
-    from .runtime import (MasterLoop, SharedPoint, WorkerLoop, abort_on_error, apply_priorities,
-                          barrier, broadcast)
+    from .runtime import MasterLoop, WorkerLoop, abort_on_error, barrier, broadcast, prepare_node
 
     code, rank = setup.code, comm.Get_rank()
     recorder = _Recorder(setup, setup.optimizer, keep_trajectory)
@@ -408,11 +407,10 @@ def _run_mpi(problem, setup, comm, objective, keep_trajectory):
             supports = problem.supports(code)
             assembler = GradientAssembler(code, supports, problem.n_features,
                                           backend=setup.backend)
-            shared_point = SharedPoint.create(comm, problem.n_features, "auto")
+            shared_point = prepare_node(comm, code, problem.n_features)
             master = MasterLoop(comm, code, supports, assembler, setup.optimizer,
                                 backend=setup.backend, deadline=setup.deadline,
                                 shared_point=shared_point)
-            apply_priorities(comm, code, "auto")
             barrier(comm)
             started = time.perf_counter()
             for iteration in range(setup.iterations):
@@ -424,8 +422,7 @@ def _run_mpi(problem, setup, comm, objective, keep_trajectory):
         else:
             task = problem.task(code, rank - 1)
             problem.warm_up(task)
-            shared_point = SharedPoint.create(comm, problem.n_features, "auto")
-            apply_priorities(comm, code, "auto")
+            shared_point = prepare_node(comm, code, problem.n_features)
             barrier(comm)
             WorkerLoop(comm, rank - 1, code.n_workers, task, setup.delay_model, setup.seed,
                        shared_point=shared_point, backend=setup.backend).run()

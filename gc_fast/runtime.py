@@ -45,7 +45,6 @@ from . import kernels, priority
 POLL_MIN_SLEEP = 2e-5
 POLL_MAX_SLEEP = 5e-4
 MASTER_MAX_SLEEP = 1e-4  # the master is on the critical path: it looks more often
-SHARED_MEMORY_MODES = ("auto", "off")
 
 
 def _tag_range(comm):
@@ -152,18 +151,21 @@ def barrier(comm):
     _wait_all([comm.Ibarrier()])
 
 
-def apply_priorities(comm, code, mode):
-    """Collective: rank the workers' CPU priority (gc_fast.priority) when `mode` asks for it,
-    "auto" meaning when this node runs more ranks than this process has cores. Returns
-    this rank's nice afterwards."""
+def prepare_node(comm, code, n_features, *, priorities="auto", shared_memory="auto"):
+    """Collective, once before the first iteration: rank the workers' CPU priority
+    (gc_fast.priority; `priorities` "auto" = when this node runs more ranks than this
+    process has cores) and return the SharedPoint, or None when `shared_memory` is
+    "off", the ranks span several nodes, or the run is fault-tolerant (ULFM does not
+    promise that windows survive a dead rank)."""
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-    ranks_on_node = node.Get_size()
-    node.Free()
     rank = comm.Get_rank()
-    if rank == 0 or not priority.wanted(mode, ranks_on_node, priority.usable_cores()):
-        return os.nice(0)
-    position = int(np.flatnonzero(code.priority_order() == rank - 1)[0])
-    return priority.lower_priority(priority.worker_nice(position))
+    if rank != 0 and priority.wanted(priorities, node.Get_size(), priority.usable_cores()):
+        position = int(np.flatnonzero(code.priority_order() == rank - 1)[0])
+        priority.lower_priority(priority.worker_nice(position))
+    if shared_memory == "off" or node.Get_size() != comm.Get_size() or fault_tolerant():
+        node.Free()
+        return None
+    return SharedPoint(node, n_features)
 
 
 class SharedPoint:
@@ -177,27 +179,13 @@ class SharedPoint:
     that iteration without it: its message is then stale, and dropped by tag.
     """
 
-    def __init__(self, window, values):
-        self.window = window
-        self.values = values
-
-    @classmethod
-    def create(cls, comm, n_features, mode):
-        """Collective: a SharedPoint, or None (mode "off", ranks on several nodes, or a
-        fault-tolerant run: ULFM does not promise windows survive a dead rank)."""
-        if mode not in SHARED_MEMORY_MODES:
-            raise ValueError(f"unknown shared-memory mode {mode!r}: choose one of "
-                             f"{', '.join(SHARED_MEMORY_MODES)}")
-        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
-        one_node = node.Get_size() == comm.Get_size()
-        if mode == "off" or not one_node or fault_tolerant():
-            node.Free()
-            return None
-        size = 8 * int(n_features) if comm.Get_rank() == 0 else 0
-        window = MPI.Win.Allocate_shared(size, 8, comm=node)
-        buffer, _ = window.Shared_query(0)
-        window.Lock_all(MPI.MODE_NOCHECK)  # one passive epoch; Sync orders the copies
-        return cls(window, np.frombuffer(buffer, dtype=np.float64, count=int(n_features)))
+    def __init__(self, node, n_features):
+        """Collective over `node` (every rank of the run), whose rank 0 is the master."""
+        size = 8 * int(n_features) if node.Get_rank() == 0 else 0
+        self.window = MPI.Win.Allocate_shared(size, 8, comm=node)
+        buffer, _ = self.window.Shared_query(0)
+        self.window.Lock_all(MPI.MODE_NOCHECK)  # one passive epoch; Sync orders the copies
+        self.values = np.frombuffer(buffer, dtype=np.float64, count=int(n_features))
 
     def publish(self, point):
         """Master: make `point` the one workers read."""

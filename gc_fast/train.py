@@ -212,10 +212,10 @@ def worker_task(args, run, worker):
 
 
 def run_worker(comm, args, run):
-    from .runtime import SharedPoint, WorkerLoop, apply_priorities, barrier
+    from .runtime import WorkerLoop, barrier, prepare_node
 
-    shared_point = SharedPoint.create(comm, run.n_features, args.shared_memory)
-    apply_priorities(comm, run.code, args.priorities)
+    shared_point = prepare_node(comm, run.code, run.n_features, priorities=args.priorities,
+                                shared_memory=args.shared_memory)
     barrier(comm)
     WorkerLoop(comm, comm.Get_rank() - 1, run.code.n_workers, run.task, run.delay_model,
                args.seed, shared_point=shared_point, backend=args.backend).run()
@@ -228,8 +228,8 @@ class RunFailed(Exception):
 
 def run_master(comm, args, run):
     from .assembly import GradientAssembler
-    from .runtime import (DeadlineExceeded, MasterLoop, SharedPoint, WorkersLost, apply_priorities,
-                          barrier, resident_memory_bytes)
+    from .runtime import (DeadlineExceeded, MasterLoop, WorkersLost, barrier, prepare_node,
+                          resident_memory_bytes)
 
     code, data = run.code, run.data
     X = data.X_train
@@ -240,10 +240,10 @@ def run_master(comm, args, run):
     if run.state is not None:
         optimizer.load_state(run.state)
     assembler = GradientAssembler(code, supports, n_features, backend=args.backend)
-    shared_point = SharedPoint.create(comm, n_features, args.shared_memory)
+    shared_point = prepare_node(comm, code, n_features, priorities=args.priorities,
+                                shared_memory=args.shared_memory)
     master = MasterLoop(comm, code, supports, assembler, optimizer, backend=args.backend,
                         deadline=args.deadline, shared_point=shared_point)
-    apply_priorities(comm, code, args.priorities)
     barrier(comm)
     if args.eval_every is None:  # keep the snapshots under SNAPSHOT_BYTES
         args.eval_every = max(1, -(-args.iterations * n_features * 8 // SNAPSHOT_BYTES))
