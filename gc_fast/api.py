@@ -407,10 +407,9 @@ def _run_mpi(problem, setup, comm, objective, keep_trajectory):
             supports = problem.supports(code)
             assembler = GradientAssembler(code, supports, problem.n_features,
                                           backend=setup.backend)
-            shared_point = prepare_node(comm, code, problem.n_features)
+            shared = prepare_node(comm, code, problem.n_features, message_ptr=assembler.ptr)
             master = MasterLoop(comm, code, supports, assembler, setup.optimizer,
-                                backend=setup.backend, deadline=setup.deadline,
-                                shared_point=shared_point)
+                                backend=setup.backend, deadline=setup.deadline, shared=shared)
             barrier(comm)
             started = time.perf_counter()
             for iteration in range(setup.iterations):
@@ -422,10 +421,10 @@ def _run_mpi(problem, setup, comm, objective, keep_trajectory):
         else:
             task = problem.task(code, rank - 1)
             problem.warm_up(task)
-            shared_point = prepare_node(comm, code, problem.n_features)
+            shared = prepare_node(comm, code, problem.n_features)
             barrier(comm)
             WorkerLoop(comm, rank - 1, code.n_workers, task, setup.delay_model, setup.seed,
-                       shared_point=shared_point, backend=setup.backend).run()
+                       shared=shared, backend=setup.backend).run()
             buffer = np.empty(_packed_length(setup, problem.n_features, objective,
                                              keep_trajectory))
     broadcast(comm, buffer)

@@ -20,12 +20,20 @@ class GradientAssembler:
         lengths = np.array([len(s) for s in message_supports], dtype=np.int64)
         self.ptr = np.zeros(code.n_messages + 1, dtype=np.int64)
         np.cumsum(lengths, out=self.ptr[1:])
-        self.idx = (np.concatenate(message_supports).astype(np.int64)
-                    if code.n_messages else np.zeros(0, np.int64))
+        position = np.int32 if self.n_features <= np.iinfo(np.int32).max else np.int64  # half the traffic
+        self.idx = (np.concatenate(message_supports).astype(position)
+                    if code.n_messages else np.zeros(0, position))
         self.values = np.zeros(self.ptr[-1], dtype=np.float64)
         self.arrived = []
         self.arrived_mask = np.zeros(code.n_messages, dtype=bool)
         self.decode_vector = None
+
+    def store_in(self, values):
+        """Keep the messages in `values` (e.g. slots in shared memory that workers write)
+        instead of private memory; same layout (self.ptr)."""
+        if values.dtype != np.float64 or values.shape != self.values.shape:
+            raise ValueError(f"message storage must be {self.values.shape[0]} float64 values")
+        self.values = values
 
     def start(self):
         """Forget the previous iteration's arrivals."""

@@ -72,6 +72,11 @@ def _check(array, name, dtype, length=None, writeable=False):
         raise ValueError(f"{name} must be writeable")
 
 
+def _check_positions(array, name, length=None):
+    """_check for an int32 or int64 array of positions."""
+    _check(array, name, _INT32 if array.dtype == _INT32 else _INT64, length)
+
+
 def _check_pointers(ptr, name, n_entries, entries):
     """Raise ValueError unless the offsets ptr start at 0 and end within the n_entries `entries`."""
     _check(ptr, name, _INT64)
@@ -135,7 +140,8 @@ def coded_gradient(indptr, indices, data, y, row_weight, w, out, *,
 def decode_combine(out, ptr, idx, coef, values, *, backend="cython", check=True):
     """Add the decoded combination of sparse messages to out; returns out.
 
-    Message i holds values[ptr[i]:ptr[i+1]] at positions idx[ptr[i]:ptr[i+1]] of out;
+    Message i holds values[ptr[i]:ptr[i+1]] at positions idx[ptr[i]:ptr[i+1]] of out
+    (idx int32 or int64);
     out[idx[...]] += coef[i] * values[...] for every i with coef[i] != 0 (messages with
     a zero coefficient are never read, so a straggler's buffer may hold anything).
     Repeated positions accumulate.
@@ -143,7 +149,7 @@ def decode_combine(out, ptr, idx, coef, values, *, backend="cython", check=True)
     impl = _backend(backend)
     if check:
         _check(out, "out", _FLOAT64, writeable=True)
-        _check(idx, "idx", _INT64)
+        _check_positions(idx, "idx")
         _check(values, "values", _FLOAT64, idx.shape[0])
         _check_pointers(ptr, "ptr", idx.shape[0], "idx")
         _check(coef, "coef", _FLOAT64, ptr.shape[0] - 1)
@@ -152,11 +158,12 @@ def decode_combine(out, ptr, idx, coef, values, *, backend="cython", check=True)
 
 
 def gather(w, support, out, *, backend="cython", check=True):
-    """out[k] = w[support[k]]: the worker's local copy of the model; returns out."""
+    """out[k] = w[support[k]] (support int32 or int64): the worker's local copy of the
+    model; returns out."""
     impl = _backend(backend)
     if check:
         _check(w, "w", _FLOAT64)
-        _check(support, "support", _INT64)
+        _check_positions(support, "support")
         _check(out, "out", _FLOAT64, support.shape[0], writeable=True)
     impl.gather(w, support, out)
     return out

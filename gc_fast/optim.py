@@ -32,6 +32,13 @@ class GradientDescent:
         """The point at which the next gradient is evaluated."""
         return self.x
 
+    def keep_query_point_in(self, buffer):
+        """Hold the query point in `buffer` from now on (shared memory the workers read:
+        the step then writes the next point where they read it, and publishing copies
+        nothing)."""
+        buffer[:] = self.query_point()
+        self.x = buffer
+
     def _momentum(self):
         return 0.0
 
@@ -64,6 +71,10 @@ class Nesterov(GradientDescent):
 
     def query_point(self):
         return self.y
+
+    def keep_query_point_in(self, buffer):
+        buffer[:] = self.y
+        self.y = buffer
 
     def _momentum(self):
         return self.n_steps / (self.n_steps + 3.0)

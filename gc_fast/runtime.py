@@ -4,13 +4,15 @@ Rank 0 is the master, rank w+1 is worker w. All messages are buffer-based
 (no pickling on the hot path):
 
 - master -> worker: the query point restricted to the worker's support,
-  tag = iteration (mod the tag range); when every rank runs on one node, the
-  master instead copies the point into an MPI-3 shared-memory window
-  (SharedPoint) and the message is a zero-length notification; a zero-length
-  message with STOP_TAG ends the run;
+  tag = iteration (mod the tag range); a zero-length message with STOP_TAG
+  ends the run;
 - worker -> master: message k of iteration t, tag = 2 * t + k (mod the tag
   range); after STOP, a zero-length DONE message, then a STATS message
   (messages sent, iterations abandoned, resident memory, CPU time, nice).
+
+When every rank runs on one node, the point and the message slots live in an
+MPI-3 shared-memory window (SharedBuffers) instead: the same messages, with the
+same tags, are zero-length notifications, and nothing is copied between ranks.
 
 The master keeps exactly one receive posted per worker (any tag), straight
 into the slot of the message that worker should send next. A worker's
@@ -151,12 +153,14 @@ def barrier(comm):
     _wait_all([comm.Ibarrier()])
 
 
-def prepare_node(comm, code, n_features, *, priorities="auto", shared_memory="auto"):
+def prepare_node(comm, code, n_features, *, message_ptr=None, priorities="auto",
+                 shared_memory="auto"):
     """Collective, once before the first iteration: rank the workers' CPU priority
     (gc_fast.priority; `priorities` "auto" = when this node runs more ranks than this
-    process has cores) and return the SharedPoint, or None when `shared_memory` is
+    process has cores) and return the SharedBuffers, or None when `shared_memory` is
     "off", the ranks span several nodes, or the run is fault-tolerant (ULFM does not
-    promise that windows survive a dead rank)."""
+    promise that windows survive a dead rank). The master passes `message_ptr`, the
+    assembler's message offsets (GradientAssembler.ptr); workers pass None."""
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     rank = comm.Get_rank()
     if rank != 0 and priority.wanted(priorities, node.Get_size(), priority.usable_cores()):
@@ -165,37 +169,66 @@ def prepare_node(comm, code, n_features, *, priorities="auto", shared_memory="au
     if shared_memory == "off" or node.Get_size() != comm.Get_size() or fault_tolerant():
         node.Free()
         return None
-    return SharedPoint(node, n_features)
+    return SharedBuffers(node, code, n_features, message_ptr)
 
 
-class SharedPoint:
-    """The master's query point in an MPI-3 shared-memory window, when all ranks share a node.
+class SharedBuffers:
+    """The query point and every message slot in one MPI-3 shared-memory window,
+    when all ranks share a node.
 
     The master copies each new point into the window once and notifies every
-    worker with a zero-length message; each worker gathers its own support
-    from the window. That replaces the master's per-worker gathers and
-    support-sized sends, whose copies sat on the critical path. A worker can
-    only read a point newer than its notification once the master has decoded
-    that iteration without it: its message is then stale, and dropped by tag.
+    worker with a zero-length message; each worker gathers its own support from
+    the window, computes its messages straight into their slots (the master's
+    GradientAssembler stores its messages in the same slots) and notifies the
+    master with a zero-length message. Nothing is copied between processes.
+
+    Why no slot is read while it is written: the master reads a worker's slot
+    for iteration t only after that worker's notification for t, and publishes
+    point t+1 only after it has decoded t; a worker writes its slots only for the
+    iteration it is computing, one at a time, after the notification of that
+    point. A worker that reads a point newer than its notification (the master
+    has decoded that iteration without it) sends a stale message, dropped by tag.
+    Window.Sync before each notification and after each received one orders the
+    copies.
     """
 
-    def __init__(self, node, n_features):
+    def __init__(self, node, code, n_features, message_ptr):
         """Collective over `node` (every rank of the run), whose rank 0 is the master."""
-        size = 8 * int(n_features) if node.Get_rank() == 0 else 0
-        self.window = MPI.Win.Allocate_shared(size, 8, comm=node)
+        self.code = code
+        self.n_features = int(n_features)
+        self.ptr = (np.asarray(message_ptr, dtype=np.int64) if node.Get_rank() == 0
+                    else np.empty(code.n_messages + 1, dtype=np.int64))
+        broadcast(node, self.ptr)
+        total = self.n_features + int(self.ptr[-1])
+        self.window = MPI.Win.Allocate_shared(8 * total if node.Get_rank() == 0 else 0, 8, comm=node)
         buffer, _ = self.window.Shared_query(0)
         self.window.Lock_all(MPI.MODE_NOCHECK)  # one passive epoch; Sync orders the copies
-        self.values = np.frombuffer(buffer, dtype=np.float64, count=int(n_features))
+        values = np.frombuffer(buffer, dtype=np.float64, count=total)
+        self.point = values[:self.n_features]
+        self.messages = values[self.n_features:]
+
+    def message(self, m):
+        """The slot of message m (a view into the window)."""
+        return self.messages[self.ptr[m]:self.ptr[m + 1]]
+
+    def worker_slots(self, worker):
+        """The slots of `worker`'s messages, in the order it sends them."""
+        return [self.message(m) for m in self.code.messages_of(worker)]
 
     def publish(self, point):
-        """Master: make `point` the one workers read."""
-        self.values[:] = point
+        """Master: make `point` the one workers read (no copy if it is self.point)."""
+        if point is not self.point:
+            self.point[:] = point
         self.window.Sync()
 
     def gather(self, support, out, backend):
         """Worker: out <- the published point on `support`."""
         self.window.Sync()
-        kernels.gather(self.values, support, out, backend=backend, check=False)
+        kernels.gather(self.point, support, out, backend=backend, check=False)
+
+    def sync(self):
+        """Order this rank's slot writes or reads against the notifications."""
+        self.window.Sync()
 
 
 def world():
@@ -204,8 +237,8 @@ def world():
 
 
 def broadcast(comm, buffer, root=0):
-    """Copy root's float64 `buffer` into every rank's `buffer` (buffer-based); never spins."""
-    _wait_all([comm.Ibcast([buffer, MPI.DOUBLE], root=root)])
+    """Copy root's numpy `buffer` into every rank's `buffer` (buffer-based); never spins."""
+    _wait_all([comm.Ibcast(buffer, root=root)])
 
 
 @contextmanager
@@ -340,13 +373,15 @@ class WorkerLoop:
     A newer point (or STOP) arriving while the worker sleeps an injected delay
     or computes makes it abandon the stale iteration at once (checked between
     partitions), so nobody works for an iteration the master has finished.
+    With `shared` (SharedBuffers) the point is read from, and the messages are
+    written to, shared memory, and every MPI message is a zero-length notification.
     """
 
-    def __init__(self, comm, worker, n_workers, task, delay_model, seed, *, shared_point=None,
+    def __init__(self, comm, worker, n_workers, task, delay_model, seed, *, shared=None,
                  backend="cython"):
         self.comm = comm
         self.worker = worker
-        self.shared_point = shared_point
+        self.shared = shared
         self.backend = backend
         self.n_workers = n_workers
         self.task = task
@@ -354,11 +389,24 @@ class WorkerLoop:
         self.seed = seed
         self.period, self.stop_tag, self.done_tag, self.stats_tag = _tag_range(comm)
         n_support = len(task.support)
-        self.points = [np.empty(n_support), np.empty(n_support)]
-        self.send_pools = [_SendPool(length) for length in task.message_lengths]
+        if shared is None:
+            self.points = self.inbox = [np.empty(n_support), np.empty(n_support)]
+            self.send_pools = [_SendPool(length) for length in task.message_lengths]
+            self.slots = None
+        else:  # notifications carry nothing; one point buffer stays warm in cache
+            self.points = [np.empty(n_support)] * 2
+            self.inbox = [np.empty(0)] * 2
+            self.send_pools = [_SendPool(0) for _ in task.message_lengths]
+            self.slots = shared.worker_slots(worker)
+            if [len(slot) for slot in self.slots] != list(task.message_lengths):
+                raise ValueError(f"worker {worker}: the master's message slots have lengths "
+                                 f"{[len(slot) for slot in self.slots]}, the task's messages "
+                                 f"{list(task.message_lengths)}: master and workers split the data differently")
+        fits_int32 = n_support == 0 or task.support.max() <= np.iinfo(np.int32).max
+        self.support = task.support.astype(np.int32 if fits_int32 else np.int64)  # half the traffic
         self.status = MPI.Status()
         self.slot = 0
-        self.request = comm.Irecv([self.points[0], MPI.DOUBLE], source=0, tag=MPI.ANY_TAG)
+        self.request = comm.Irecv([self.inbox[0], MPI.DOUBLE], source=0, tag=MPI.ANY_TAG)
         self.n_sent = 0
         self.n_abandoned = 0
         self.rss_start = None  # resident memory after the first iteration
@@ -369,7 +417,7 @@ class WorkerLoop:
         point = self.points[self.slot]
         if tag != self.stop_tag:
             self.slot ^= 1
-            self.request = self.comm.Irecv([self.points[self.slot], MPI.DOUBLE],
+            self.request = self.comm.Irecv([self.inbox[self.slot], MPI.DOUBLE],
                                            source=0, tag=MPI.ANY_TAG)
         return tag, point
 
@@ -403,10 +451,10 @@ class WorkerLoop:
         if delay > 0 and _sleep_unless(self.request, self.status, delay):
             self.n_abandoned += 1
             return True
-        if self.shared_point is not None:
-            self.shared_point.gather(self.task.support, point, self.backend)
+        if self.shared is not None:
+            self.shared.gather(self.support, point, self.backend)
         factor = self.delay_model.compute_factor(self.worker)
-        outs = [pool.acquire() for pool in self.send_pools]
+        outs = self.slots or [pool.acquire() for pool in self.send_pools]
         unsent = set(range(len(outs)))
         started = time.perf_counter()
         for kind in self.task.run(point, outs):
@@ -418,9 +466,14 @@ class WorkerLoop:
                 frozen = self.delay_model.pause(iteration, self.worker) if kind == 0 else 0.0
                 if frozen:
                     time.sleep(frozen)  # deaf on purpose: a stalled VM notices nothing
-                request = self.comm.Isend([outs[kind], MPI.DOUBLE], dest=0,
+                if self.shared is None:
+                    payload = outs[kind]
+                else:  # the message is in its slot already
+                    self.shared.sync()
+                    payload = self.send_pools[kind].acquire()
+                request = self.comm.Isend([payload, MPI.DOUBLE], dest=0,
                                           tag=2 * (iteration % self.period) + kind)
-                self.send_pools[kind].sent(request, outs[kind])
+                self.send_pools[kind].sent(request, payload)
                 unsent.discard(kind)
                 self.n_sent += 1
             if self.request.Test(self.status):
@@ -428,8 +481,9 @@ class WorkerLoop:
             started = time.perf_counter()
         else:
             return False
-        for kind in unsent:
-            self.send_pools[kind].free.append(outs[kind])
+        if self.shared is None:
+            for kind in unsent:
+                self.send_pools[kind].free.append(outs[kind])
         self.n_abandoned += bool(unsent)
         return True
 
@@ -440,12 +494,14 @@ class MasterLoop:
     Each worker has one receive posted at all times, straight into the slot of
     the message it is expected to send next, so the common case copies nothing.
     A message that lands in the wrong slot (the worker skipped one) is copied to
-    its own slot; a stale one (older iteration) is counted and dropped.
+    its own slot; a stale one (older iteration) is counted and dropped. With
+    `shared` (SharedBuffers) the assembler's slots are in shared memory, workers
+    write them directly, and every receive is a zero-length notification.
     `deadline` (seconds, or None) bounds the wait for a decodable set.
     """
 
     def __init__(self, comm, code, supports, assembler, optimizer, *, backend="cython", deadline=None,
-                 shared_point=None):
+                 shared=None):
         self.comm = comm
         self.code = code
         self.supports = supports
@@ -453,11 +509,15 @@ class MasterLoop:
         self.optimizer = optimizer
         self.backend = backend
         self.deadline = deadline
-        self.shared_point = shared_point
+        self.shared = shared
+        if shared is not None:
+            assembler.store_in(shared.messages)
+            optimizer.keep_query_point_in(shared.point)
+        self.no_data = np.empty(0)
         self.period, self.stop_tag, self.done_tag, self.stats_tag = _tag_range(comm)
         n_workers = code.n_workers
         self.worker_messages = [list(code.messages_of(w)) for w in range(n_workers)]
-        self.send_pools = [_SendPool(0 if shared_point else len(s)) for s in supports]
+        self.send_pools = [_SendPool(0 if shared else len(s)) for s in supports]
         self.status = MPI.Status()
         self.expected_kind = [0] * n_workers
         self.requests = [self._post(w, 0) for w in range(n_workers)]
@@ -472,7 +532,8 @@ class MasterLoop:
 
     def _post(self, worker, kind):
         self.expected_kind[worker] = kind
-        view = self.assembler.message_view(self.worker_messages[worker][kind])
+        view = (self.no_data if self.shared
+                else self.assembler.message_view(self.worker_messages[worker][kind]))
         try:
             return self.comm.Irecv([view, MPI.DOUBLE], source=worker + 1, tag=MPI.ANY_TAG)
         except MPI.Exception as error:
@@ -521,15 +582,15 @@ class MasterLoop:
         self.iteration_now = iteration
         point = self.optimizer.query_point()
         bytes_sent = 0
-        if self.shared_point is not None:
-            self.shared_point.publish(point)
+        if self.shared is not None:
+            self.shared.publish(point)
             bytes_sent = 8 * len(point)
         for worker, support in enumerate(self.supports):
             if worker in self.dead:
                 continue
             pool = self.send_pools[worker]
             buffer = pool.acquire()
-            if self.shared_point is None:
+            if self.shared is None:
                 bytes_sent += 8 * len(support)
                 kernels.gather(point, support, buffer, backend=self.backend, check=False)
             try:
@@ -557,7 +618,9 @@ class MasterLoop:
                 self.requests[worker] = self._post(worker, 0)
                 continue
             self.last_heard[worker] = iteration
-            if kind != self.expected_kind[worker]:
+            if self.shared is not None:  # the message is in its slot: count what the decode reads
+                bytes_received += 8 * len(self.assembler.message_view(messages[kind]))
+            elif kind != self.expected_kind[worker]:
                 landed = self.assembler.message_view(messages[self.expected_kind[worker]])
                 self.assembler.message_view(messages[kind])[:] = landed
             next_kind = kind + 1 if kind + 1 < len(messages) else 0
@@ -565,6 +628,8 @@ class MasterLoop:
             arrival[messages[kind]] = time.perf_counter() - started
             if self.assembler.add(messages[kind]):
                 break
+        if self.shared is not None:
+            self.shared.sync()
         self.assembler.combine(self.gradient)
         self.optimizer.step(self.gradient)
         self.n_stale += n_stale

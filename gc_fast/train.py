@@ -75,9 +75,9 @@ def build_parser():
              "master first, then the workers the code needs first, when a node runs more ranks "
              "than it has cores; on: always; off: the OS shares the cores fairly")
     add("--shared-memory", choices=("auto", "off"), default="auto",
-        help="auto (default): when every rank runs on one node, the master publishes each point "
-             "in an MPI-3 shared-memory window and workers read their columns from it; "
-             "off: the point always travels in per-worker messages")
+        help="auto (default): when every rank runs on one node, the point and the workers' "
+             "messages live in an MPI-3 shared-memory window and MPI carries only zero-length "
+             "notifications; off: the point and the messages always travel as MPI messages")
     add("--seed", type=int, default=0, help="seed for data, code and delays (default 0)")
     add("--out", default=None, metavar="results.json", help="write per-iteration records as JSON")
     add("--save-model", default=None, metavar="PATH", help="save the final weights as .npy")
@@ -214,11 +214,11 @@ def worker_task(args, run, worker):
 def run_worker(comm, args, run):
     from .runtime import WorkerLoop, barrier, prepare_node
 
-    shared_point = prepare_node(comm, run.code, run.n_features, priorities=args.priorities,
-                                shared_memory=args.shared_memory)
+    shared = prepare_node(comm, run.code, run.n_features, priorities=args.priorities,
+                          shared_memory=args.shared_memory)
     barrier(comm)
     WorkerLoop(comm, comm.Get_rank() - 1, run.code.n_workers, run.task, run.delay_model,
-               args.seed, shared_point=shared_point, backend=args.backend).run()
+               args.seed, shared=shared, backend=args.backend).run()
     return 0
 
 
@@ -240,10 +240,10 @@ def run_master(comm, args, run):
     if run.state is not None:
         optimizer.load_state(run.state)
     assembler = GradientAssembler(code, supports, n_features, backend=args.backend)
-    shared_point = prepare_node(comm, code, n_features, priorities=args.priorities,
-                                shared_memory=args.shared_memory)
+    shared = prepare_node(comm, code, n_features, message_ptr=assembler.ptr,
+                          priorities=args.priorities, shared_memory=args.shared_memory)
     master = MasterLoop(comm, code, supports, assembler, optimizer, backend=args.backend,
-                        deadline=args.deadline, shared_point=shared_point)
+                        deadline=args.deadline, shared=shared)
     barrier(comm)
     if args.eval_every is None:  # keep the snapshots under SNAPSHOT_BYTES
         args.eval_every = max(1, -(-args.iterations * n_features * 8 // SNAPSHOT_BYTES))
@@ -343,7 +343,7 @@ def _report(args, run, records, snapshots, total_time, master_cpu, master, weigh
         "messages_sent_by_workers": sum(w.get("messages_sent", 0) for w in worker_stats),
         "worker_stats": worker_stats, "master_rss_bytes": master_rss, "first_iteration": run.start,
         "max_decode_residual": float(max(r["residual"] for r in records)),
-        "lr": run.lr,
+        "lr": run.lr, "shared_memory": master.shared is not None,
         "dead_workers": {str(w + 1): at for w, at in sorted(master.dead.items())},
     }
     if not args.quiet:

@@ -12,6 +12,10 @@ from libc.stdint cimport int32_t, int64_t
 cdef enum:
     SQUARED = 1  # loss code; 0 is logistic
 
+ctypedef fused index_t:  # positions in decode_combine and gather: int32 halves their traffic
+    int32_t
+    int64_t
+
 
 cdef inline double _dloss(double z, double y, int loss) noexcept nogil:
     """Derivative of the loss in z; the logistic one never overflows."""
@@ -136,7 +140,7 @@ def coded_gradient_valued(
 def decode_combine(
     double[::1] out,
     const int64_t[::1] ptr,
-    const int64_t[::1] idx,
+    const index_t[::1] idx,
     const double[::1] coef,
     const double[::1] values,
 ):
@@ -154,7 +158,7 @@ def decode_combine(
                 out[idx[p]] += c * values[p]
 
 
-def gather(const double[::1] w, const int64_t[::1] support, double[::1] out):
+def gather(const double[::1] w, const index_t[::1] support, double[::1] out):
     """out[k] = w[support[k]]."""
     cdef Py_ssize_t k
     with nogil:

@@ -181,13 +181,14 @@ def dense_decode(out, ptr, idx, coef, values):
 
 
 @pytest.mark.parametrize("backend", kernels.BACKENDS)
+@pytest.mark.parametrize("index_dtype", [np.int64, np.int32])
 @pytest.mark.parametrize("n_messages, n_out", [(10, 40), (100, 500), (1, 5), (0, 3), (3, 0)])
-def test_decode_combine_matches_dense(backend, n_messages, n_out):
+def test_decode_combine_matches_dense(backend, index_dtype, n_messages, n_out):
     rng = np.random.default_rng(6)
     ptr, idx, coef, values = random_messages(rng, n_messages, n_out)
     out = rng.standard_normal(n_out)
     expected = dense_decode(out, ptr, idx, coef, values)
-    returned = kernels.decode_combine(out, ptr, idx, coef, values, backend=backend)
+    returned = kernels.decode_combine(out, ptr, idx.astype(index_dtype), coef, values, backend=backend)
     assert returned is out
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
 
@@ -202,11 +203,12 @@ def test_decode_combine_repeated_positions_accumulate(backend):
 
 
 @pytest.mark.parametrize("backend", kernels.BACKENDS)
+@pytest.mark.parametrize("index_dtype", [np.int64, np.int32])
 @pytest.mark.parametrize("n_support", [0, 1, 1000])
-def test_gather(backend, n_support):
+def test_gather(backend, index_dtype, n_support):
     rng = np.random.default_rng(7)
     w = rng.standard_normal(5000)
-    support = np.sort(rng.choice(len(w), n_support, replace=False)).astype(np.int64)
+    support = np.sort(rng.choice(len(w), n_support, replace=False)).astype(index_dtype)
     out = np.full(n_support, np.nan)
     assert kernels.gather(w, support, out, backend=backend) is out
     np.testing.assert_array_equal(out, w[support])
@@ -267,7 +269,7 @@ def test_decode_combine_and_gather_reject_bad_arrays():
     out, ptr, idx = np.zeros(4), np.array([0, 2], np.int64), np.array([0, 3], np.int64)
     coef, values = np.ones(1), np.ones(2)
     with pytest.raises(ValueError, match="idx"):
-        kernels.decode_combine(out, ptr, idx.astype(np.int32), coef, values)
+        kernels.decode_combine(out, ptr, idx.astype(np.uint32), coef, values)
     with pytest.raises(ValueError, match="ptr"):
         kernels.decode_combine(out, np.array([0, 3], np.int64), idx, coef, values)
     with pytest.raises(ValueError, match="coef"):
@@ -275,7 +277,7 @@ def test_decode_combine_and_gather_reject_bad_arrays():
     with pytest.raises(ValueError, match="values"):
         kernels.decode_combine(out, ptr, idx, coef, np.ones(3))
     with pytest.raises(ValueError, match="support"):
-        kernels.gather(out, idx.astype(np.int32), np.zeros(2))
+        kernels.gather(out, idx.astype(np.float64), np.zeros(2))
     with pytest.raises(ValueError, match="out"):
         kernels.gather(out, idx, np.zeros(3))
     with pytest.raises(ValueError, match="out must be writeable"):

@@ -89,3 +89,20 @@ def test_bad_learning_rate_and_name():
         GradientDescent(np.zeros(2), 0.0)
     with pytest.raises(ValueError, match="nag, gd"):
         make_optimizer("adam", np.zeros(2), 0.1)
+
+
+@pytest.mark.parametrize("name", ["nag", "gd"])
+def test_query_point_kept_in_an_outside_buffer_changes_nothing(name):
+    rng = np.random.default_rng(5)
+    A, b = np.diag(rng.uniform(0.5, 2.0, 6)), rng.normal(size=6)
+    plain = make_optimizer(name, np.zeros(6), 0.2, l2=0.01)
+    kept = make_optimizer(name, np.zeros(6), 0.2, l2=0.01)
+    plain.step(A @ plain.query_point() - b)
+    kept.step(A @ kept.query_point() - b)
+    buffer = np.full(6, np.nan)
+    kept.keep_query_point_in(buffer)
+    for _ in range(10):
+        assert kept.query_point() is buffer
+        plain.step(A @ plain.query_point() - b)
+        kept.step(A @ kept.query_point() - b)
+        assert np.array_equal(plain.x, kept.x) and np.array_equal(plain.query_point(), buffer)

@@ -47,6 +47,8 @@ def test_exact_schemes_follow_naive_trajectory(naive_reference, tmp_path, scheme
     # The stragglers really were skipped: some messages were never waited for.
     assert skipped_messages(results) > 0
     assert results["summary"]["max_decode_residual"] <= 1e-9
+    # One node: point and messages go through shared memory unless switched off.
+    assert results["summary"]["shared_memory"] is ("off" not in extra)
 
 
 def test_ignore_under_stragglers_is_not_exact(naive_reference, tmp_path):
@@ -57,12 +59,14 @@ def test_ignore_under_stragglers_is_not_exact(naive_reference, tmp_path):
     assert max_relative_difference(trajectory, naive_trajectory) > 1e-3
 
 
-def test_late_replies_never_corrupt_later_iterations(naive_reference, tmp_path):
-    """Worker 2 freezes for several iterations mid-run, then sends its stale message."""
+@pytest.mark.parametrize("shared_memory", ["auto", "off"])
+def test_late_replies_never_corrupt_later_iterations(naive_reference, tmp_path, shared_memory):
+    """Worker 2 freezes for several iterations mid-run, then sends its stale message
+    (written into its shared-memory slot, or sent as an MPI message)."""
     _, naive_trajectory = naive_reference
     results, trajectory = train(5, [*SMALL, *ITERATIONS, "--scheme", "crc", "--stragglers", "1",
-                                    "--delay", "pause:workers=2,at=3,seconds=0.3"],
-                                tmp_path, "late")
+                                    "--delay", "pause:workers=2,at=3,seconds=0.3",
+                                    "--shared-memory", shared_memory], tmp_path, "late")
     assert max_relative_difference(trajectory, naive_trajectory) <= 1e-9
     summary = results["summary"]
     assert summary["messages_stale"] >= 1

@@ -1,0 +1,56 @@
+"""The master's GradientAssembler (no MPI): earliest decode and the decoded sum."""
+import numpy as np
+import pytest
+
+from gc_fast.assembly import GradientAssembler
+from gc_fast.codes import make_code
+
+
+def assembled(code, supports, n_features, partition_gradients, arrivals, storage=None):
+    """Write each arriving worker's coded message into its slot until decodable."""
+    assembler = GradientAssembler(code, supports, n_features)
+    if storage is not None:
+        assembler.store_in(storage)
+    assembler.start()
+    for used, message in enumerate(arrivals, start=1):
+        worker = code.message_worker[message]
+        coded = sum(code.B[message, j] * partition_gradients[j] for j in range(code.n_partitions))
+        assembler.message_view(message)[:] = coded[supports[worker]]
+        if assembler.add(message):
+            break
+    gradient = np.full(n_features, np.nan)
+    assembler.combine(gradient)
+    return gradient, used
+
+
+@pytest.mark.parametrize("scheme, s", [("crc", 2), ("frc", 1)])
+def test_decodes_at_the_first_decodable_set_to_the_full_gradient(scheme, s):
+    rng = np.random.default_rng(0)
+    n_workers, n_features = 6, 40
+    code = make_code(scheme, n_workers, s)
+    columns = [rng.choice(n_features, 12, replace=False) for _ in range(code.n_partitions)]
+    partition_gradients = []
+    for cols in columns:  # each partition touches only its own columns
+        g = np.zeros(n_features)
+        g[cols] = rng.standard_normal(len(cols))
+        partition_gradients.append(g)
+    supports = [np.unique(np.concatenate([columns[j] for j in code.partitions_of(w)]))
+                for w in range(n_workers)]
+    arrivals = rng.permutation(code.n_messages)
+    gradient, used = assembled(code, supports, n_features, partition_gradients, arrivals)
+    np.testing.assert_allclose(gradient, sum(partition_gradients), rtol=1e-10, atol=1e-12)
+    assert used == next(k for k in range(1, code.n_messages + 1) if code.is_decodable(arrivals[:k]))
+    # The same in outside storage (the trainer's shared-memory slots).
+    storage = np.full(GradientAssembler(code, supports, n_features).values.shape, np.nan)
+    moved, _ = assembled(code, supports, n_features, partition_gradients, arrivals, storage)
+    assert np.array_equal(moved, gradient)
+
+
+def test_outside_storage_must_match_the_layout():
+    code = make_code("crc", 4, 1)
+    supports = [np.arange(5)] * 4
+    assembler = GradientAssembler(code, supports, 5)
+    with pytest.raises(ValueError, match="20 float64"):
+        assembler.store_in(np.zeros(19))
+    with pytest.raises(ValueError, match="20 float64"):
+        assembler.store_in(np.zeros(20, dtype=np.float32))
