@@ -57,15 +57,17 @@ def _loss_code(loss):
     return code
 
 
-def _check(array, name, dtype, length=None, writeable=False):
-    """Raise ValueError unless `array` is a contiguous 1-D `dtype` ndarray of `length`."""
+def _check(array, name, dtype, length=None, writeable=False, strided=False):
+    """Raise ValueError unless `array` is a contiguous (or, with strided, any) 1-D `dtype`
+    ndarray of `length`."""
     if not (
         type(array) is np.ndarray
         and array.dtype == dtype
         and array.ndim == 1
-        and array.flags.c_contiguous
+        and (strided or array.flags.c_contiguous)
     ):
-        raise ValueError(f"{name} must be a contiguous 1-D {dtype} numpy array")
+        layout = "" if strided else "contiguous "
+        raise ValueError(f"{name} must be a {layout}1-D {dtype} numpy array")
     if length is not None and array.shape[0] != length:
         raise ValueError(f"{name} must have length {length}, got {array.shape[0]}")
     if writeable and not array.flags.writeable:
@@ -93,8 +95,7 @@ def _block_is_valid(indptr, indices, data, y, row_weight, w, out):
             and type(indptr) is type(indices) is type(y) is type(row_weight) is type(w) is type(out) is np.ndarray
             and indptr.ndim == indices.ndim == y.ndim == row_weight.ndim == w.ndim == out.ndim == 1
             and indptr.flags.c_contiguous and indices.flags.c_contiguous and y.flags.c_contiguous
-            and row_weight.flags.c_contiguous and w.flags.c_contiguous and out.flags.c_contiguous
-            and out.flags.writeable
+            and row_weight.flags.c_contiguous and out.flags.writeable
             and len(y) == len(row_weight) == n_rows >= 0 and len(out) == len(w)
             and indptr.item(0) == 0 and indptr.item(n_rows) <= len(indices)
             and (data is None or (type(data) is np.ndarray and data.dtype == _FLOAT64 and data.ndim == 1
@@ -113,8 +114,8 @@ def _check_block(indptr, indices, data, y, row_weight, w, out):
         _check(data, "data", _FLOAT64, indices.shape[0])
     _check(y, "y", _FLOAT64, n_rows)
     _check(row_weight, "row_weight", _FLOAT64, n_rows)
-    _check(w, "w", _FLOAT64)
-    _check(out, "out", _FLOAT64, w.shape[0], writeable=True)
+    _check(w, "w", _FLOAT64, strided=True)
+    _check(out, "out", _FLOAT64, w.shape[0], writeable=True, strided=True)
 
 
 def coded_gradient(indptr, indices, data, y, row_weight, w, out, *,
@@ -125,6 +126,10 @@ def coded_gradient(indptr, indices, data, y, row_weight, w, out, *,
     X = csr(data, indices, indptr) with len(w) columns; data=None means every value is 1.0
     (the values are then never read). Losses: "logistic", log(1 + exp(-y z)) with y in
     {-1, +1}, and "squared", 0.5 (z - y)^2. Returns out.
+
+    w and out may be strided views that do not overlap, such as the even and odd
+    entries of one buffer: each w[k] then shares a cache line with out[k], and the
+    scatter into out finds in cache the lines that the dot products just read.
     """
     impl = _backend(backend)
     loss_code = _loss_code(loss)
@@ -158,13 +163,13 @@ def decode_combine(out, ptr, idx, coef, values, *, backend="cython", check=True)
 
 
 def gather(w, support, out, *, backend="cython", check=True):
-    """out[k] = w[support[k]] (support int32 or int64): the worker's local copy of the
-    model; returns out."""
+    """out[k] = w[support[k]] (support int32 or int64; out may be strided): the worker's
+    local copy of the model; returns out."""
     impl = _backend(backend)
     if check:
         _check(w, "w", _FLOAT64)
         _check_positions(support, "support")
-        _check(out, "out", _FLOAT64, support.shape[0], writeable=True)
+        _check(out, "out", _FLOAT64, support.shape[0], writeable=True, strided=True)
     impl.gather(w, support, out)
     return out
 

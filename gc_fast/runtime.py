@@ -393,8 +393,8 @@ class WorkerLoop:
             self.points = self.inbox = [np.empty(n_support), np.empty(n_support)]
             self.send_pools = [_SendPool(length) for length in task.message_lengths]
             self.slots = None
-        else:  # notifications carry nothing; one point buffer stays warm in cache
-            self.points = [np.empty(n_support)] * 2
+        else:  # notifications carry nothing; the point is gathered where the task reads it
+            self.points = [task.point] * 2
             self.inbox = [np.empty(0)] * 2
             self.send_pools = [_SendPool(0) for _ in task.message_lengths]
             self.slots = shared.worker_slots(worker)

@@ -38,8 +38,8 @@ cdef void _coded_gradient_binary(
     const int32_t[::1] indices,
     const double[::1] y,
     const double[::1] row_weight,
-    const double[::1] w,
-    double[::1] out,
+    const double[:] w,
+    double[:] out,
     int loss,
 ) noexcept nogil:
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
@@ -81,8 +81,8 @@ cdef void _coded_gradient_valued(
     const double[::1] data,
     const double[::1] y,
     const double[::1] row_weight,
-    const double[::1] w,
-    double[::1] out,
+    const double[:] w,
+    double[:] out,
     int loss,
 ) noexcept nogil:
     cdef Py_ssize_t n_rows = indptr.shape[0] - 1
@@ -113,8 +113,8 @@ def coded_gradient_binary(
     const int32_t[::1] indices,
     const double[::1] y,
     const double[::1] row_weight,
-    const double[::1] w,
-    double[::1] out,
+    const double[:] w,
+    double[:] out,
     int loss,
 ):
     """out += X.T (row_weight * dloss(X w, y)) for a binary CSR X (values never read)."""
@@ -128,8 +128,8 @@ def coded_gradient_valued(
     const double[::1] data,
     const double[::1] y,
     const double[::1] row_weight,
-    const double[::1] w,
-    double[::1] out,
+    const double[:] w,
+    double[:] out,
     int loss,
 ):
     """out += X.T (row_weight * dloss(X w, y)) for a CSR X with stored values."""
@@ -158,7 +158,7 @@ def decode_combine(
                 out[idx[p]] += c * values[p]
 
 
-def gather(const double[::1] w, const index_t[::1] support, double[::1] out):
+def gather(const double[::1] w, const index_t[::1] support, double[:] out):
     """out[k] = w[support[k]]."""
     cdef Py_ssize_t k
     with nogil:

@@ -112,6 +112,25 @@ def test_coded_gradient_matches_reference(backend, loss, binary, shape):
 
 
 @pytest.mark.parametrize("backend", kernels.BACKENDS)
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "valued"])
+def test_interleaved_point_and_sum_match_contiguous(backend, binary):
+    """w and out as the even and odd entries of one buffer (the worker's layout)."""
+    rng = np.random.default_rng(11)
+    indptr, indices, data, y, row_weight, w, out = random_block(rng, 300, 50, binary=binary)
+    pairs = np.empty(2 * len(w))
+    pairs[0::2], pairs[1::2] = w, out
+    kernels.coded_gradient(indptr, indices, data, y, row_weight, pairs[0::2], pairs[1::2],
+                           backend=backend)
+    expected = run((indptr, indices, data, y, row_weight, w, out), "logistic", "reference")
+    np.testing.assert_allclose(pairs[1::2], expected, rtol=1e-12, atol=1e-12)
+    assert np.array_equal(pairs[0::2], w)  # the point is only read
+    sums = pairs[1::2].copy()
+    support = np.array([3, 0, 7], np.int32)
+    kernels.gather(w, support, pairs[0:6:2], backend=backend)
+    assert np.array_equal(pairs[0:6:2], w[support]) and np.array_equal(pairs[1::2], sums)
+
+
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
 def test_binary_path_never_reads_values(backend):
     """data=None is the all-ones matrix, whatever a values array would have held."""
     rng = np.random.default_rng(4)
@@ -246,9 +265,9 @@ BAD_BLOCKS = {
     "data a list": (2, lambda b: [1.0] * len(b[1]), "data"),
     "y short": (3, lambda b: b[3][:-1], "y"),
     "row_weight 2-D": (4, lambda b: b[4][:, None], "row_weight"),
-    "w strided": (5, lambda b: np.repeat(b[5], 2)[::2], "w"),
+    "w 2-D": (5, lambda b: b[5][:, None], "w"),
     "out short": (6, lambda b: b[6][:-1], "out"),
-    "out strided": (6, lambda b: np.repeat(b[6], 2)[::2], "out"),
+    "out 2-D": (6, lambda b: b[6][:, None], "out"),
     "out read-only": (6, lambda b: np.frombuffer(b[6].tobytes()), "out must be writeable"),
 }
 
