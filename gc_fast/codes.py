@@ -118,14 +118,49 @@ class GradientCode:
         The k-th worker holding a given set of partitions comes before every
         (k+1)-th one, so a prefix of the order covers all partitions as early
         as it can: one worker of each FRC group, then a second of each, ...;
-        workers with distinct sets (CRC) keep their index order.
+        workers with distinct sets (CRC) keep their index order. A set of
+        workers with disjoint partitions that covers them all and decodes on
+        its own (CRC with s = 1 and even n: 0, 2, 4, ...) goes first when it is
+        shorter than that order's first decodable prefix.
         """
         copies, keys = {}, []
         for worker, partitions in enumerate(self._partitions):
             key = partitions.tobytes()
             keys.append((copies.get(key, 0), worker))
             copies[key] = copies.get(key, 0) + 1
-        return np.array([worker for _, worker in sorted(keys)], dtype=np.int64)
+        order = [worker for _, worker in sorted(keys)]
+        cover = self._smallest_decodable_cover()
+        if cover and len(cover) < self._decodable_prefix_length(order):
+            order = cover + [worker for worker in order if worker not in cover]
+        return np.array(order, dtype=np.int64)
+
+    def _decodable_prefix_length(self, order):
+        mask = np.zeros(self.n_messages, dtype=bool)
+        for length, worker in enumerate(order, start=1):
+            mask[self._messages[worker]] = True
+            if self.decode_mask(mask) is not None:
+                return length
+        return len(order) + 1
+
+    def _smallest_decodable_cover(self):
+        """The smallest decodable set of workers with disjoint partitions covering all of
+        them, found greedily from each starting worker in cyclic order; [] if none."""
+        best = []
+        for start in range(self.n_workers):
+            chosen, covered = [], np.zeros(self.n_partitions, dtype=bool)
+            for worker in (start + np.arange(self.n_workers)) % self.n_workers:
+                partitions = self._partitions[worker]
+                if not covered[partitions].any():
+                    chosen.append(int(worker))
+                    covered[partitions] = True
+            if not covered.all() or (best and len(chosen) >= len(best)):
+                continue
+            mask = np.zeros(self.n_messages, dtype=bool)
+            for worker in chosen:
+                mask[self._messages[worker]] = True
+            if self.decode_mask(mask) is not None:
+                best = sorted(chosen)
+        return best
 
     def is_decodable(self, arrived):
         """True when the arrived message indices already determine the full gradient."""

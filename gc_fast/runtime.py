@@ -47,6 +47,7 @@ from . import kernels, priority
 POLL_MIN_SLEEP = 2e-5
 POLL_MAX_SLEEP = 5e-4
 MASTER_MAX_SLEEP = 1e-4  # the master is on the critical path: it looks more often
+ABORT_GRACE_SECONDS = 0.5
 
 
 def _tag_range(comm):
@@ -249,6 +250,7 @@ def abort_on_error(comm):
     except BaseException:
         traceback.print_exc()
         sys.stderr.flush()
+        time.sleep(ABORT_GRACE_SECONDS)  # mpiexec forwards our stderr before it tears the job down
         comm.Abort(1)
         raise
 
@@ -598,7 +600,7 @@ class MasterLoop:
                                           tag=iteration % self.period), buffer)
             except MPI.Exception as error:
                 self._bury_on_failure(error)
-        self.assembler.start()
+        self.assembler.start(self.gradient)
         arrival = np.full(self.code.n_messages, np.nan)
         n_stale = bytes_received = 0
         base_tag = 2 * (iteration % self.period)
@@ -619,6 +621,7 @@ class MasterLoop:
                 continue
             self.last_heard[worker] = iteration
             if self.shared is not None:  # the message is in its slot: count what the decode reads
+                self.shared.sync()
                 bytes_received += 8 * len(self.assembler.message_view(messages[kind]))
             elif kind != self.expected_kind[worker]:
                 landed = self.assembler.message_view(messages[self.expected_kind[worker]])
@@ -628,8 +631,6 @@ class MasterLoop:
             arrival[messages[kind]] = time.perf_counter() - started
             if self.assembler.add(messages[kind]):
                 break
-        if self.shared is not None:
-            self.shared.sync()
         self.assembler.combine(self.gradient)
         self.optimizer.step(self.gradient)
         self.n_stale += n_stale

@@ -209,6 +209,7 @@ def test_ignore_is_approximate_by_design():
 
 
 PLACEMENT_CASES = [("naive", 5, 0, {}), ("ignore", 6, 2, {}), ("frc", 12, 3, {}), ("crc", 9, 2, {}),
+                   ("crc", 8, 1, {}), ("crc", 7, 1, {}), ("crc", 6, 2, {}),
                    ("crc", 8, 3, {"construction": "random"}), ("crc", 10, 2, {"n_partitions": 30}),
                    ("frc", 12, 2, {"n_partitions": 4}), ("frc", 12, 2, {"n_partitions": 24}),
                    ("partial-frc", 6, 1, {"partitions_per_worker": 4}),
@@ -261,10 +262,12 @@ def test_priority_order_is_a_permutation_whose_prefixes_decode_earliest(scheme, 
     assert prefix == shortest
 
 
-def test_priority_order_takes_one_worker_per_frc_group_first():
+def test_priority_order_on_known_codes():
     np.testing.assert_array_equal(make_code("frc", 8, 3).priority_order(), [0, 4, 1, 5, 2, 6, 3, 7])
     np.testing.assert_array_equal(make_code("frc", 6, 1).priority_order(), [0, 2, 4, 1, 3, 5])
     np.testing.assert_array_equal(make_code("crc", 8, 3).priority_order(), np.arange(8))
+    # CRC s = 1, n even: the rows are equal-weight pairs, and every other worker decodes.
+    np.testing.assert_array_equal(make_code("crc", 8, 1).priority_order(), [0, 2, 4, 6, 1, 3, 5, 7])
 
 
 def test_crc_and_frc_hold_the_papers_partitions():
