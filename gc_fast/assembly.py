@@ -4,9 +4,9 @@ Every message lives in one flat buffer at a fixed offset, so a message is
 copied once on arrival and the decoded gradient is one decode-combine pass
 over the arrived messages. The MPI runtime and the local simulator share it.
 
-The set of workers expected to decode first (the shortest decodable prefix
-of the code's priority order) decodes with its own decode vector whenever all
-of it has arrived, whatever else has. With a running sum (start(out)), its
+The set of workers expected to decode first (GradientCode.expected_decode)
+decodes with its own decode vector whenever all of it has arrived, whatever
+else has. With a running sum (start(out)), its
 messages are summed into `out` while the other workers are still computing, so
 little is left to do once the set is complete. The sum always runs in message
 order, as decode_combine does, so it is bit-identical to a combine from scratch.
@@ -34,23 +34,13 @@ class GradientAssembler:
         self.arrived = []
         self.arrived_mask = np.zeros(code.n_messages, dtype=bool)
         self.decode_vector = None
-        self.expected = self._expected_decode_vector()
+        expected = code.expected_decode()
+        self.expected = np.zeros(code.n_messages) if expected is None else expected
         self._expected_messages = np.flatnonzero(self.expected)
         self.running = None
         self._summed = 0  # how many of _expected_messages the running sum holds
         self._n_expected_arrived = 0
         self._one_message_ptr = [np.array([0, length], dtype=np.int64) for length in lengths]
-
-    def _expected_decode_vector(self):
-        """The decode vector of the shortest decodable prefix of the code's priority order
-        (the workers whose messages are most likely to arrive first); zeros if none."""
-        mask = np.zeros(self.code.n_messages, dtype=bool)
-        for worker in self.code.priority_order():
-            mask[self.code.messages_of(worker)] = True
-            vector = self.code.decode_mask(mask)
-            if vector is not None:
-                return vector
-        return np.zeros(self.code.n_messages)
 
     def store_in(self, values):
         """Keep the messages in `values` (e.g. slots in shared memory that workers write)

@@ -130,17 +130,25 @@ class GradientCode:
             copies[key] = copies.get(key, 0) + 1
         order = [worker for _, worker in sorted(keys)]
         cover = self._smallest_decodable_cover()
-        if cover and len(cover) < self._decodable_prefix_length(order):
+        if cover and len(cover) < self._decodable_prefix(order)[0]:
             order = cover + [worker for worker in order if worker not in cover]
         return np.array(order, dtype=np.int64)
 
-    def _decodable_prefix_length(self, order):
+    def expected_decode(self):
+        """Decode vector of the shortest decodable prefix of priority_order(): the set of
+        workers most likely to decode first (None if even all of them do not decode)."""
+        return self._decodable_prefix(self.priority_order())[1]
+
+    def _decodable_prefix(self, order):
+        """(length, decode vector) of the shortest decodable prefix of the workers in
+        `order`; (len(order) + 1, None) if there is none."""
         mask = np.zeros(self.n_messages, dtype=bool)
         for length, worker in enumerate(order, start=1):
             mask[self._messages[worker]] = True
-            if self.decode_mask(mask) is not None:
-                return length
-        return len(order) + 1
+            vector = self.decode_mask(mask)
+            if vector is not None:
+                return length, vector
+        return len(order) + 1, None
 
     def _smallest_decodable_cover(self):
         """The smallest decodable set of workers with disjoint partitions covering all of

@@ -177,9 +177,9 @@ class SharedBuffers:
     """The query point and every message slot in one MPI-3 shared-memory window,
     when all ranks share a node.
 
-    The master copies each new point into the window once and notifies every
-    worker with a zero-length message; each worker gathers its own support from
-    the window, computes its messages straight into their slots (the master's
+    The optimiser keeps its query point in the window, so each step writes the
+    next point where the workers read it; the master notifies every worker with
+    a zero-length message; each worker gathers its own support from the window, computes its messages straight into their slots (the master's
     GradientAssembler stores its messages in the same slots) and notifies the
     master with a zero-length message. Nothing is copied between processes.
 

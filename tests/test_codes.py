@@ -267,7 +267,10 @@ def test_priority_order_on_known_codes():
     np.testing.assert_array_equal(make_code("frc", 6, 1).priority_order(), [0, 2, 4, 1, 3, 5])
     np.testing.assert_array_equal(make_code("crc", 8, 3).priority_order(), np.arange(8))
     # CRC s = 1, n even: the rows are equal-weight pairs, and every other worker decodes.
-    np.testing.assert_array_equal(make_code("crc", 8, 1).priority_order(), [0, 2, 4, 6, 1, 3, 5, 7])
+    crc = make_code("crc", 8, 1)
+    np.testing.assert_array_equal(crc.priority_order(), [0, 2, 4, 6, 1, 3, 5, 7])
+    np.testing.assert_allclose(crc.expected_decode() @ crc.B, 1.0, atol=1e-12)
+    np.testing.assert_array_equal(np.flatnonzero(crc.expected_decode()), [0, 2, 4, 6])
 
 
 def test_crc_and_frc_hold_the_papers_partitions():
