@@ -216,10 +216,8 @@ class SharedBuffers:
         """The slots of `worker`'s messages, in the order it sends them."""
         return [self.message(m) for m in self.code.messages_of(worker)]
 
-    def publish(self, point):
-        """Master: make `point` the one workers read (no copy if it is self.point)."""
-        if point is not self.point:
-            self.point[:] = point
+    def publish(self):
+        """Master: make the point the optimiser's step wrote into self.point visible."""
         self.window.Sync()
 
     def gather(self, support, out, backend):
@@ -404,8 +402,8 @@ class WorkerLoop:
                 raise ValueError(f"worker {worker}: the master's message slots have lengths "
                                  f"{[len(slot) for slot in self.slots]}, the task's messages "
                                  f"{list(task.message_lengths)}: master and workers split the data differently")
-        fits_int32 = n_support == 0 or task.support.max() <= np.iinfo(np.int32).max
-        self.support = task.support.astype(np.int32 if fits_int32 else np.int64)  # half the traffic
+            fits_int32 = n_support == 0 or task.support.max() <= np.iinfo(np.int32).max
+            self.support = task.support.astype(np.int32 if fits_int32 else np.int64)  # half the traffic
         self.status = MPI.Status()
         self.slot = 0
         self.request = comm.Irecv([self.inbox[0], MPI.DOUBLE], source=0, tag=MPI.ANY_TAG)
@@ -585,7 +583,7 @@ class MasterLoop:
         point = self.optimizer.query_point()
         bytes_sent = 0
         if self.shared is not None:
-            self.shared.publish(point)
+            self.shared.publish()  # the optimiser keeps its query point in the window
             bytes_sent = 8 * len(point)
         for worker, support in enumerate(self.supports):
             if worker in self.dead:
