@@ -38,7 +38,7 @@ from math import comb  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from gc_fast import codes  # noqa: E402
+from gc_fast import codes, constructions  # noqa: E402
 
 PRECISION_SIZES = ((12, 3), (50, 5), (100, 10))
 N_PATTERNS = 2000
@@ -55,13 +55,13 @@ def straggler_sets(n, s, n_samples=N_PATTERNS, seed=0):
     return np.sort(np.argpartition(keys, s, axis=1)[:, :s], axis=1)
 
 
-class CentredBlockCode(codes.CyclicRepetitionCode):
+def centred_block_code(n, s):
     """The cyclic-MDS code with multiplier g = 1 (the roots next to -1): a comparison point."""
-
-    def _cyclic_design(self, n, s):
-        twist = 0 if (n - s) % 2 else 1
-        zeros = (codes._block_starts(n, s, twist, 1)[-1] + np.arange(s)) % n
-        return codes._CyclicDesign(n, s, twist, 1, zeros, codes._projected_ones(zeros, n, twist))
+    twist = 0 if (n - s) % 2 else 1
+    zeros = (constructions.block_starts(n, s, twist, 1)[-1] + np.arange(s)) % n
+    design = constructions.CyclicDesign(n, s, twist, 1, zeros,
+                                        constructions.projected_ones(zeros, n, twist))
+    return codes.CyclicRepetitionCode(n, s, n, design=design)
 
 
 def precision(code, stragglers, gradients):
@@ -105,7 +105,7 @@ def precision_rows(n, s):
     rows.append((f"random, median of {len(draws)} seeds",
                  {key: float(np.median([draw[key] for draw in draws])) for key in draws[0]}))
     try:
-        centred = precision(CentredBlockCode(n, s, n), stragglers, gradients)
+        centred = precision(centred_block_code(n, s), stragglers, gradients)
     except RuntimeError:  # even the full set misses decode_tolerance
         centred = dict.fromkeys(rows[0][1], float("nan"))
     rows.append(("centred block (g=1)", centred))

@@ -44,8 +44,13 @@ from _mpi import environment, mpiexec  # noqa: E402
 
 from gc_fast.assembly import GradientAssembler  # noqa: E402
 from gc_fast.codes import make_code  # noqa: E402
-from gc_fast.data import Dataset, amazon_like, dump_svmlight, partition_bounds  # noqa: E402
-from gc_fast.data import worker_support  # noqa: E402
+from gc_fast.data import (  # noqa: E402
+    Dataset,
+    amazon_like,
+    dump_svmlight,
+    partition_bounds,
+    worker_support,  # noqa: E402
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = ROOT.parent / "shared" / "baseline" / "paper_style.py"

@@ -504,7 +504,6 @@ def _arrival_panel(run):
 
 def plot_arrivals(results, path):
     plt = _pyplot()
-    from matplotlib.colors import ListedColormap
 
     runs = [r for r in completed(results) if r["repetition"] == 0]
     workers = sorted({r["n"] for r in runs})

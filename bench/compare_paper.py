@@ -12,7 +12,6 @@ probability 0.25 each iteration (the baseline's `--p 0.25 --delay 0.1`, our
 """
 import argparse
 import json
-import os
 import re
 import subprocess
 import sys

@@ -23,7 +23,7 @@ def one_process(args):
 
     from gc_fast.codes import make_code
     from gc_fast.data import amazon_like, build_worker_data, partition_bounds
-    from gc_fast.tasks import SparseLinearTask
+    from gc_fast.problems import SparseLinearTask
 
     data = amazon_like(seed=0)
     code = make_code(args.scheme, args.workers, args.stragglers)

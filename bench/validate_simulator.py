@@ -47,7 +47,8 @@ def main():
 
     cost_path = Path(args.costs) if args.costs else DEFAULT_COSTS_PATH
     if not cost_path.exists():
-        raise SystemExit(f"no cost file at {cost_path}: run python -m gc_fast.simulate --calibrate first")
+        raise SystemExit(f"no cost file at {cost_path}: "
+                         f"run python -m gc_fast.simulate --calibrate first")
     costs = CostModel.load(cost_path)
     rows = []
     print("| configuration | predicted | measured | error |\n| --- | --- | --- | --- |")
@@ -57,14 +58,15 @@ def main():
             run_trainer(scheme, n, s, args.delay, args.iterations, out)
             row = validate_run(out, costs)
             rows.append(row)
-            label = f"{'naive' if scheme == 'naive' else scheme.upper()}" + (f" s = {s}" if s else "")
+            label = ("naive" if scheme == "naive" else scheme.upper()) + (f" s = {s}" if s else "")
             print(f"| {label}, n = {n} | {1e3 * row['predicted_mean_s']:.1f} | "
-                  f"{1e3 * row['measured_mean_s']:.1f} | {row['error_percent']:+.0f}% |", flush=True)
+                  f"{1e3 * row['measured_mean_s']:.1f} | {row['error_percent']:+.0f}% |",
+                  flush=True)
     results = Path(__file__).resolve().parent / "results"
     results.mkdir(exist_ok=True)
-    (results / "simulator_validation.json").write_text(json.dumps(
-        {"delay": args.delay, "iterations": args.iterations, "costs": costs.to_dict(), "runs": rows},
-        indent=2) + "\n")
+    record = {"delay": args.delay, "iterations": args.iterations, "costs": costs.to_dict(),
+              "runs": rows}
+    (results / "simulator_validation.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """gc_fast: straggler-tolerant distributed gradient descent by gradient coding.
 
 Codes (`gc_fast.codes`), compute kernels (`gc_fast.kernels`), data
-(`gc_fast.data`), straggler models (`gc_fast.stragglers`) and the MPI trainer
-(`python -m gc_fast.train`, built on `gc_fast.runtime`).
+(`gc_fast.data`), straggler models (`gc_fast.stragglers`), the one driver
+(`gc_fast.driver`) over MPI transports (`gc_fast.transports`) or in-process
+(`gc_fast.local`), your own model (`gc_fast.run`), scikit-learn estimators, the
+trainer (`python -m gc_fast.train`) and the simulator (`python -m gc_fast.simulate`).
 """
 __version__ = "0.1.0"
 

@@ -30,8 +30,9 @@ def _jit(func):
     except RuntimeError as error:
         if "no locator available" not in str(error):
             raise
-        warnings.warn("gc_fast: no writable numba cache directory, the numba kernels compile in every "
-                      "process; set NUMBA_CACHE_DIR to a writable directory")
+        warnings.warn("gc_fast: no writable numba cache directory, the numba kernels compile "
+                      "in every process; set NUMBA_CACHE_DIR to a writable directory",
+                      stacklevel=2)
         return njit(cache=False, nogil=True, fastmath=False)(func)
 
 

@@ -4,8 +4,9 @@ Every message lives in one flat buffer at a fixed offset, so a message is
 copied once on arrival and the decoded gradient is one decode-combine pass
 over the arrived messages. The MPI runtime and the local simulator share it.
 
-The set of workers expected to decode first (GradientCode.expected_decode)
-decodes with its own decode vector whenever all of it has arrived, whatever
+Arrivals are decoded as they come (codes.ArrivalDecoder). The set of workers
+expected to decode first (schedule.expected_decode) decodes with its own decode
+vector whenever all of it has arrived, whatever
 else has. With a running sum (start(out)), its
 messages are summed into `out` while the other workers are still computing, so
 little is left to do once the set is complete. The sum always runs in message
@@ -14,6 +15,8 @@ order, as decode_combine does, so it is bit-identical to a combine from scratch.
 import numpy as np
 
 from . import kernels
+from .codes import ArrivalDecoder
+from .schedule import expected_decode
 
 
 class GradientAssembler:
@@ -27,14 +30,14 @@ class GradientAssembler:
         lengths = np.array([len(s) for s in message_supports], dtype=np.int64)
         self.ptr = np.zeros(code.n_messages + 1, dtype=np.int64)
         np.cumsum(lengths, out=self.ptr[1:])
-        position = np.int32 if self.n_features <= np.iinfo(np.int32).max else np.int64  # half the traffic
+        # int32 positions where they fit: half the traffic
+        position = np.int32 if self.n_features <= np.iinfo(np.int32).max else np.int64
         self.idx = (np.concatenate(message_supports).astype(position)
                     if code.n_messages else np.zeros(0, position))
         self.values = np.zeros(self.ptr[-1], dtype=np.float64)
-        self.arrived = []
-        self.arrived_mask = np.zeros(code.n_messages, dtype=bool)
+        self.decoder = ArrivalDecoder(code)
         self.decode_vector = None
-        expected = code.expected_decode()
+        expected = expected_decode(code)
         self.expected = np.zeros(code.n_messages) if expected is None else expected
         self._expected_messages = np.flatnonzero(self.expected)
         self.running = None
@@ -52,8 +55,7 @@ class GradientAssembler:
     def start(self, out=None):
         """Forget the previous iteration's arrivals; with `out`, zero it and keep in it a
         running sum of the expected set's messages as they arrive (see combine)."""
-        self.arrived = []
-        self.arrived_mask[:] = False
+        self.decoder.reset()
         self.decode_vector = None
         self.running = out
         self._summed = 0
@@ -67,22 +69,25 @@ class GradientAssembler:
 
     def add(self, message):
         """Record that `message` has been written; True once the gradient is decodable."""
-        self.arrived.append(int(message))
-        self.arrived_mask[message] = True
         if self.expected[message] != 0.0:
             self._n_expected_arrived += 1
-            if self.running is not None:
-                self._extend_running_sum()
-        if self._n_expected_arrived == len(self._expected_messages) > 0:
-            self.decode_vector = self.expected  # exact for any superset of the expected set
-        else:
-            self.decode_vector = self.code.decode_mask(self.arrived_mask)
+        complete = self._n_expected_arrived == len(self._expected_messages) > 0
+        vector = self.decoder.add(message, decode=not complete)
+        if self.running is not None and self.expected[message] != 0.0:
+            self._extend_running_sum()
+        # The expected set's own vector is exact for any superset of the expected set.
+        self.decode_vector = self.expected if complete else vector
         return self.decode_vector is not None
+
+    @property
+    def arrived(self):
+        """The messages recorded this iteration, in arrival order."""
+        return self.decoder.arrived
 
     def _extend_running_sum(self):
         """Add expected messages to the running sum, in message order, while they have arrived."""
         expected = self._expected_messages
-        while self._summed < len(expected) and self.arrived_mask[expected[self._summed]]:
+        while self._summed < len(expected) and self.decoder.mask[expected[self._summed]]:
             m = expected[self._summed]
             start, stop = self.ptr[m], self.ptr[m + 1]
             kernels.decode_combine(self.running, self._one_message_ptr[m], self.idx[start:stop],

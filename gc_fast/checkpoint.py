@@ -39,7 +39,8 @@ def save(path, *, iteration, optimizer_state, config):
             os.fsync(stream.fileno())
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp makes it private; a checkpoint is a normal file
+        # mkstemp makes it private; a checkpoint is a normal file
+        os.chmod(temporary, 0o666 & ~umask)
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -58,10 +59,12 @@ def load(path, *, expected_config):
     try:
         with np.load(path, allow_pickle=False) as archive:
             if int(archive["format"]) != FORMAT:
-                raise ValueError(f"{path}: checkpoint format {int(archive['format'])}, expected {FORMAT}")
+                raise ValueError(f"{path}: checkpoint format {int(archive['format'])}, "
+                                 f"expected {FORMAT}")
             iteration = int(archive["iteration"])
             config = json.loads(str(archive["config"]))
-            state = {key[len("state_"):]: archive[key] for key in archive.files if key.startswith("state_")}
+            state = {key[len("state_"):]: archive[key] for key in archive.files
+                     if key.startswith("state_")}
     except FileNotFoundError:
         raise ValueError(f"{path}: no such checkpoint file") from None
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as error:

@@ -35,20 +35,23 @@ LRU of ``cache_size`` entries) and is checked: an exact code never returns a
 vector with ``max|a @ B - 1| > decode_tolerance``; a set whose solution misses
 is reported as not decodable.
 
-``decodable_prefix_length`` gives the simulator the earliest decodable prefix
-of an arrival order from the structural rules, without building B.
+``ArrivalDecoder`` decodes as messages arrive (the master's assembler) and
+``earliest_decodable_prefix`` finds the first decodable prefix of an order;
+``placement`` and ``structural_decode`` give the simulator the same layout and
+decode times from the structural rules, without building B (any n).
 """
 from collections import OrderedDict
-from itertools import combinations
-from math import comb, gcd
 from numbers import Integral
 
 import numpy as np
 
+from .constructions import paper_random_matrix, select_cyclic_design, svd_decode_basis
+
 __all__ = [
     "SCHEMES", "CONSTRUCTIONS", "DECODE_TOLERANCE", "GradientCode", "NaiveCode",
     "IgnoreStragglersCode", "FractionalRepetitionCode", "CyclicRepetitionCode",
-    "PartialStragglerCode", "make_code", "decodable_prefix_length",
+    "PartialStragglerCode", "make_code", "ArrivalDecoder", "earliest_decodable_prefix",
+    "placement", "fewest_decoding_messages", "structural_decode",
 ]
 
 SCHEMES = ("naive", "ignore", "frc", "crc", "partial-frc", "partial-crc")
@@ -111,64 +114,6 @@ class GradientCode:
     def messages_of(self, worker):
         """Message (row) indices worker `worker` sends, in send order."""
         return self._messages[self._check_worker(worker)].copy()
-
-    def priority_order(self):
-        """Workers, those whose messages are most likely needed first.
-
-        The k-th worker holding a given set of partitions comes before every
-        (k+1)-th one, so a prefix of the order covers all partitions as early
-        as it can: one worker of each FRC group, then a second of each, ...;
-        workers with distinct sets (CRC) keep their index order. A set of
-        workers with disjoint partitions that covers them all and decodes on
-        its own (CRC with s = 1 and even n: 0, 2, 4, ...) goes first when it is
-        shorter than that order's first decodable prefix.
-        """
-        copies, keys = {}, []
-        for worker, partitions in enumerate(self._partitions):
-            key = partitions.tobytes()
-            keys.append((copies.get(key, 0), worker))
-            copies[key] = copies.get(key, 0) + 1
-        order = [worker for _, worker in sorted(keys)]
-        cover = self._smallest_decodable_cover()
-        if cover and len(cover) < self._decodable_prefix(order)[0]:
-            order = cover + [worker for worker in order if worker not in cover]
-        return np.array(order, dtype=np.int64)
-
-    def expected_decode(self):
-        """Decode vector of the shortest decodable prefix of priority_order(): the set of
-        workers most likely to decode first (None if even all of them do not decode)."""
-        return self._decodable_prefix(self.priority_order())[1]
-
-    def _decodable_prefix(self, order):
-        """(length, decode vector) of the shortest decodable prefix of the workers in
-        `order`; (len(order) + 1, None) if there is none."""
-        mask = np.zeros(self.n_messages, dtype=bool)
-        for length, worker in enumerate(order, start=1):
-            mask[self._messages[worker]] = True
-            vector = self.decode_mask(mask)
-            if vector is not None:
-                return length, vector
-        return len(order) + 1, None
-
-    def _smallest_decodable_cover(self):
-        """The smallest decodable set of workers with disjoint partitions covering all of
-        them, found greedily from each starting worker in cyclic order; [] if none."""
-        best = []
-        for start in range(self.n_workers):
-            chosen, covered = [], np.zeros(self.n_partitions, dtype=bool)
-            for worker in (start + np.arange(self.n_workers)) % self.n_workers:
-                partitions = self._partitions[worker]
-                if not covered[partitions].any():
-                    chosen.append(int(worker))
-                    covered[partitions] = True
-            if not covered.all() or (best and len(chosen) >= len(best)):
-                continue
-            mask = np.zeros(self.n_messages, dtype=bool)
-            for worker in chosen:
-                mask[self._messages[worker]] = True
-            if self.decode_mask(mask) is not None:
-                best = sorted(chosen)
-        return best
 
     def is_decodable(self, arrived):
         """True when the arrived message indices already determine the full gradient."""
@@ -343,7 +288,7 @@ class CyclicRepetitionCode(GradientCode):
     The BCH bound makes both codes MDS, so every n - s rows are independent
     and every pattern of at most s stragglers decodes in exact arithmetic.
     The multiplier g and the block are chosen at construction,
-    deterministically (``_select_cyclic_design``), by the product of the
+    deterministically (``select_cyclic_design``), by the product of the
     spectral spread of p (which bounds the condition number of B on its row
     space) and the 99th percentile of the decode-vector norm over sampled
     straggler sets (which bounds the float error of a decoded gradient). The
@@ -369,25 +314,22 @@ class CyclicRepetitionCode(GradientCode):
     """
 
     def __init__(self, n_workers, n_stragglers, n_partitions, *, construction="cyclic-mds",
-                 seed=0, cache_size=DEFAULT_CACHE_SIZE):
+                 seed=0, cache_size=DEFAULT_CACHE_SIZE, design=None):
         n, s = n_workers, n_stragglers
         self.construction = construction
         if construction == "cyclic-mds":
-            design = self._cyclic_design(n, s)
+            design = select_cyclic_design(n, s) if design is None else design
             self.multiplier, self.negacyclic = design.multiplier, bool(design.twist)
             self._base, self._kernel, self._a0 = design.matrix(), design.kernel, design.a0
         else:
             self.multiplier = self.negacyclic = None
-            self._base = _paper_random_matrix(n, s, np.random.default_rng(seed))
-            self._a0, self._kernel = _svd_decode_basis(self._base, n - s)
+            self._base = paper_random_matrix(n, s, np.random.default_rng(seed))
+            self._a0, self._kernel = svd_decode_basis(self._base, n - s)
         super().__init__("crc", n, s, _expand(self._base, n_partitions), np.arange(n),
                          cache_size=cache_size)
         if self.residual(self._a0) > self.decode_tolerance:
             raise RuntimeError(f"crc {construction} construction for n={n}, s={s} "
                                f"failed its full-set decode check")
-
-    def _cyclic_design(self, n, s):
-        return _select_cyclic_design(n, s)
 
     def _zero_missing(self, vector, missing):
         """Add the kernel vector (least squares, minimum norm) that best zeroes vector[missing];
@@ -488,50 +430,122 @@ def make_code(scheme, n_workers, n_stragglers, *, n_partitions=None, seed=0, **o
                                 cache_size=cache_size)
 
 
-def decodable_prefix_length(scheme, n_workers, n_stragglers, arrival_order, *,
-                            n_partitions=None, seed=0, **options):
-    """Length of the shortest prefix of `arrival_order` that decodes, or None if none does.
+class ArrivalDecoder:
+    """Decodes as messages arrive: the earliest decodable prefix of an arrival order.
 
-    arrival_order: distinct message indices (worker indices except for the
-    partial schemes, whose worker w sends messages 2w and 2w + 1). Uses the
-    structural rules and never builds B, so it scales to n = 10,000:
-    naive: all n; ignore: any n - s; frc: one message from every group;
-    crc: any n - s (exact for the random construction; the deterministic
-    cyclic-MDS codes may decode a little earlier on some sets, which the
-    trainer's code.is_decodable detects); partial-*: all n first messages and
-    the frc/crc rule on the coded messages. Takes make_code's parameters.
+    ``add(message)`` records one more arrived message and returns the decode
+    vector of everything arrived so far, or None while it does not decode. The
+    master's assembler and ``earliest_decodable_prefix`` both decode this way.
     """
-    params = _validate(scheme, n_workers, n_stragglers, n_partitions, seed, options)
-    n, s = params["n_workers"], params["n_stragglers"]
-    n_messages = 2 * n if scheme.startswith("partial-") else n
-    order = np.asarray(arrival_order, dtype=np.int64).ravel()
-    if order.size and (order.min() < 0 or order.max() >= n_messages):
-        raise ValueError(f"arrival_order entries must be message indices in [0, {n_messages})")
-    if np.unique(order).size != order.size:
-        raise ValueError("arrival_order must not repeat a message")
-    position = np.arange(order.size)
+
+    def __init__(self, code):
+        self.code = code
+        self.mask = np.zeros(code.n_messages, dtype=bool)
+        self.arrived = []
+
+    def reset(self):
+        """Forget every arrival (a new iteration)."""
+        self.mask[:] = False
+        self.arrived = []
+
+    def add(self, message, *, decode=True):
+        """Record `message`; its decode vector so far (None: not decodable, or not asked)."""
+        self.arrived.append(int(message))
+        self.mask[message] = True
+        return self.code.decode_mask(self.mask) if decode else None
+
+
+def earliest_decodable_prefix(code, order, *, shortest=1):
+    """(length, decode vector) of the shortest prefix of `order` that decodes, or (None, None).
+
+    order: distinct message indices in arrival order. shortest: a length below
+    which no prefix can decode (e.g. ``fewest_decoding_messages``); shorter
+    prefixes are not tried.
+    """
+    decoder = ArrivalDecoder(code)
+    for length, message in enumerate(order, start=1):
+        vector = decoder.add(message, decode=length >= shortest)
+        if vector is not None:
+            return length, vector
+    return None, None
+
+
+def placement(scheme, n_workers, n_stragglers, *, partitions_per_worker=None):
+    """Per worker, the partitions each of its messages covers, in send order, without B.
+
+    The layout every code of ``make_code`` uses with its default n_partitions
+    (module docstring); it scales to any n, for the simulator.
+    """
+    n, s, P = n_workers, n_stragglers, partitions_per_worker
+    if scheme.startswith("partial-") and P is None:
+        P = s + 2
+    base = scheme[len("partial-"):] if scheme.startswith("partial-") else scheme
+    layout = []
+    for worker in range(n):
+        if base in ("naive", "ignore"):
+            shared = np.array([worker])
+        elif base == "frc":
+            shared = (worker // (s + 1)) * (s + 1) + np.arange(s + 1)
+        else:
+            shared = (worker + np.arange(s + 1)) % n
+        if base == scheme:
+            layout.append([shared])
+        else:
+            layout.append([n + worker * (P - s - 1) + np.arange(P - s - 1), shared])
+    return layout
+
+
+def fewest_decoding_messages(scheme, n_workers, n_stragglers):
+    """A number of messages below which no arrived set can decode (cover bounds)."""
+    n, s = n_workers, n_stragglers
     if scheme.startswith("partial-"):
-        first = order % 2 == 0
-        if first.sum() < n:
-            return None
-        coded_length = _base_prefix_length(scheme[len("partial-"):], n, s,
-                                           order[~first] // 2, position[~first])
-        if coded_length is None:
-            return None
-        return max(int(position[first][-1]) + 1, coded_length)
-    return _base_prefix_length(scheme, n, s, order, position)
+        return n + fewest_decoding_messages(scheme[len("partial-"):], n, s)
+    return {"naive": n, "ignore": n - s}.get(scheme, -(-n // (s + 1)))
 
 
-def _base_prefix_length(scheme, n, s, workers, position):
-    """Earliest decodable prefix length for distinct workers arriving at `position`."""
+def structural_decode(scheme, n_workers, n_stragglers, arrival, **options):
+    """When each row of arrivals decodes by the schemes' structural rules, without building B.
+
+    arrival: (rows, n_messages) arrival times (inf: never). Rules: naive all n;
+    ignore any n - s; frc the first message of every group; crc any n - s
+    (exact for the random construction; the cyclic-MDS codes can decode a
+    little earlier on some sets, which ``earliest_decodable_prefix`` finds);
+    partial-* all first messages and the frc/crc rule on the coded ones.
+    Returns (decode time (rows,), combined (rows, n_messages) bool: the
+    messages with a non-zero decode coefficient); inf and none combined when
+    a row never decodes. Takes make_code's options, and validates like it.
+    """
+    params = _validate(scheme, n_workers, n_stragglers, None, 0, options)
+    n, s = params["n_workers"], params["n_stragglers"]
+    arrival = np.atleast_2d(np.asarray(arrival, dtype=np.float64))
+    n_messages = 2 * n if scheme.startswith("partial-") else n
+    if arrival.shape[1] != n_messages:
+        raise ValueError(f"arrival must have {n_messages} columns (one per message), "
+                         f"got {arrival.shape[1]}")
+    if scheme.startswith("partial-"):
+        coded_time, coded = _structural_rule(scheme[len("partial-"):], n, s, arrival[:, 1::2])
+        decode = np.maximum(arrival[:, 0::2].max(axis=1), coded_time)
+        combined = np.ones_like(arrival, dtype=bool)
+        combined[:, 1::2] = coded
+    else:
+        decode, combined = _structural_rule(scheme, n, s, arrival)
+    combined &= np.isfinite(decode)[:, None]
+    return decode, combined
+
+
+def _structural_rule(scheme, n, s, arrival):
+    """(decode time, combined) of naive/ignore/frc/crc on worker-indexed arrivals (rows, n)."""
+    rows = arrival.shape[0]
     if scheme == "frc":
-        groups = workers // (s + 1)
-        _, first = np.unique(groups, return_index=True)
-        if first.size < n // (s + 1):
-            return None
-        return int(position[first].max()) + 1
+        groups = arrival.reshape(rows, n // (s + 1), s + 1)
+        first = np.argmin(groups, axis=2)
+        decode = np.take_along_axis(groups, first[..., None], axis=2)[..., 0].max(axis=1)
+        combined = np.zeros_like(groups, dtype=bool)
+        np.put_along_axis(combined, first[..., None], True, axis=2)
+        return decode, combined.reshape(rows, n)
     needed = n if scheme == "naive" else n - s
-    return int(position[needed - 1]) + 1 if workers.size >= needed else None
+    decode = np.partition(arrival, needed - 1, axis=1)[:, needed - 1]
+    return decode, arrival <= decode[:, None]
 
 
 def _validate(scheme, n_workers, n_stragglers, n_partitions, seed, options):
@@ -592,193 +606,3 @@ def _integer(name, value, minimum, valid):
 def _expand(base, n_partitions):
     """Split every base partition into n_partitions / k consecutive ones, same coefficient."""
     return np.repeat(base, n_partitions // base.shape[1], axis=1)
-
-
-def _paper_random_matrix(n, s, rng):
-    """The paper's random CRC matrix, every row scaled to unit norm."""
-    H = rng.standard_normal((s, n))
-    H[:, -1] = -H[:, :-1].sum(axis=1)
-    B = np.zeros((n, n))
-    for i in range(n):
-        window = (i + np.arange(s + 1)) % n
-        B[i, i] = 1.0
-        if s:
-            B[i, window[1:]] = -np.linalg.solve(H[:, window[1:]], H[:, i])
-    return B / np.linalg.norm(B, axis=1, keepdims=True)
-
-
-def _svd_decode_basis(B, rank):
-    """Minimum-norm full-set decode vector and left-kernel basis of a square B of rank `rank`."""
-    U, sigma, Vt = np.linalg.svd(B)
-    if sigma[rank - 1] <= 1e-14 * sigma[0] or (rank < len(sigma) and sigma[rank] > 1e-10 * sigma[0]):
-        raise RuntimeError(f"encoding matrix does not have rank {rank}; draw another seed")
-    a0 = U[:, :rank] @ ((Vt[:rank] @ np.ones(B.shape[1])) / sigma[:rank])
-    return a0, np.ascontiguousarray(U[:, rank:])
-
-
-def _roots(zeros, n, twist):
-    """Root of index t: exp(i pi (2t + twist) / n), a root of x^n = (-1)^twist."""
-    return np.exp(1j * np.pi * (2 * np.asarray(zeros) + twist) / n)
-
-
-class _CyclicDesign:
-    """One real (nega)cyclic BCH generator for CRC and everything its decoder needs.
-
-    Root index t stands for exp(i pi (2t + twist) / n), a root of x^n = (-1)^twist.
-    p: unit-norm coefficients of prod over `zeros` of (x - root); d: column factors
-    (the all-ones vector projected onto the code); kernel: orthonormal basis of the
-    left kernel; a0: minimum-norm decode vector of the full set.
-    """
-
-    def __init__(self, n, s, twist, multiplier, zeros, d):
-        self.n, self.s, self.twist, self.multiplier = n, s, twist, multiplier
-        self.zeros, self.d = zeros, d
-        self.p = np.real(np.poly(_roots(zeros, n, twist))[::-1]) if s else np.ones(1)
-        self.p /= np.linalg.norm(self.p)
-        self.kernel = _real_fourier_basis(zeros, n, twist)
-        self.a0 = _deconvolve(self.p, d, zeros, twist)
-
-    def matrix(self):
-        """B[i] = coefficients of x^i p(x) mod x^n - (-1)^twist, column j divided by d_j."""
-        n, s = self.n, self.s
-        shift = np.arange(n)[:, None] + np.arange(s + 1)[None, :]
-        sign = np.where(shift >= n, -1.0, 1.0) if self.twist else 1.0
-        base = np.zeros((n, n))
-        np.put_along_axis(base, shift % n, sign * self.p[None, :], axis=1)
-        return base / self.d[None, :]
-
-    def decode_norms(self, straggler_sets):
-        """Norm of the (unique) decode vector for each row of straggler indices."""
-        rows = self.kernel[straggler_sets]
-        try:
-            c = np.linalg.solve(rows, -self.a0[straggler_sets][..., None])[..., 0]
-        except np.linalg.LinAlgError:
-            return np.full(len(straggler_sets), np.inf)
-        return np.sqrt(self.a0 @ self.a0 + (c * c).sum(axis=1))
-
-
-def _select_cyclic_design(n, s, *, n_samples=2000, spread_slack=10.0):
-    """The default CRC generator: the best-conditioned of the real BCH candidates.
-
-    Candidates: zeros g(b), ..., g(b + s - 1) mod n with gcd(g, n) = 1, closed
-    under conjugation (t -> -t - twist); with twist = 0 also excluding index 0
-    (the root 1). Twist 0 (cyclic) exists iff n - s is odd, twist 1
-    (negacyclic) iff n - s is even. Each is MDS by the BCH bound.
-
-    Score (smallest wins; deterministic, ties to the smallest g, then b), the
-    product of two condition bounds:
-    * spread = max|p| / min|p| over the roots off the block, times
-      max|d| / min|d|: the condition number of B on its row space, so
-      cond(B_F) <= spread / sigma_min(Q_S) for the s stragglers S (the law of
-      sigma_min(Q_S) over random S is the same for every g);
-    * the 99th percentile, over a fixed sample of s-straggler sets (all of
-      them when C(n, s) <= n_samples), of |a|_2 / min|d|, which bounds the
-      float error amplification max_j sum_i |a_i| |B_ij| of the decode.
-    Candidates whose spread alone is `spread_slack` times the best are skipped.
-    """
-    twist = 0 if (n - s) % 2 else 1
-    if s == 0:
-        return _CyclicDesign(n, 0, twist, 1, np.zeros(0, np.int64), np.ones(n))
-    log_chord = np.log(2.0 * np.abs(np.sin(np.pi * np.arange(n) / n)), where=np.arange(n) > 0,
-                       out=np.full(n, -np.inf))
-    index = np.arange(n)
-    candidates, seen = [], set()
-    for g in range(1, n):
-        if gcd(g, n) != 1:
-            continue
-        for b in _block_starts(n, s, twist, g):
-            zeros = (g * (b + np.arange(s))) % n
-            key = tuple(np.sort(zeros))
-            if (twist == 0 and (zeros == 0).any()) or key in seen:
-                continue
-            seen.add(key)
-            d = _projected_ones(zeros, n, twist)
-            if np.abs(d).min() < 1e-3:
-                continue
-            others = np.delete(index, zeros)
-            log_p = log_chord[(others[:, None] - zeros[None, :]) % n].sum(axis=1)
-            log_spread = np.ptp(log_p) + np.log(np.abs(d).max() / np.abs(d).min())
-            candidates.append((log_spread, g, zeros, d))
-    if not candidates:
-        raise RuntimeError(f"no cyclic-mds construction for n={n}, s={s}; use construction='random'")
-    smallest = min(c[0] for c in candidates)
-    straggler_sets = _straggler_sets(n, s, n_samples)
-    best_score, best = np.inf, None
-    for log_spread, g, zeros, d in candidates:
-        if log_spread > smallest + np.log(spread_slack):
-            continue
-        design = _CyclicDesign(n, s, twist, g, zeros, d)
-        norms = design.decode_norms(straggler_sets) / np.abs(d).min()
-        score = round(float(log_spread + np.log(np.quantile(norms, 0.99))), 2)
-        if score < best_score:
-            best_score, best = score, design
-    return best
-
-
-def _straggler_sets(n, s, n_samples):
-    """All s-subsets of range(n) if there are at most n_samples, else a fixed random sample."""
-    if comb(n, s) <= n_samples:
-        return np.array(list(combinations(range(n), s)), dtype=np.int64).reshape(comb(n, s), s)
-    keys = np.random.default_rng(20170).random((n_samples, n))
-    return np.sort(np.argpartition(keys, s, axis=1)[:, :s], axis=1)
-
-
-def _block_starts(n, s, twist, g):
-    """Starts b with {g(b + k)} closed under t -> -t - twist (mod n): 2b + s - 1 = c (mod n)."""
-    c = (-twist * pow(g, -1, n)) % n
-    if n % 2:
-        return [((c - s + 1) * pow(2, -1, n)) % n]
-    if (c - s + 1) % 2:
-        return []
-    b = ((c - s + 1) // 2) % n
-    return [b, (b + n // 2) % n]
-
-
-def _projected_ones(zeros, n, twist):
-    """Projection of the all-ones vector onto the code with these zeros (ones if cyclic).
-
-    The vectors (root_t^i)_i are orthogonal, so the projection removes the
-    all-ones vector's components on the zero roots (one FFT).
-    """
-    if twist == 0:
-        return np.ones(n)
-    twiddle = np.exp(1j * np.pi * np.arange(n) / n)
-    components = np.zeros(n, dtype=complex)
-    components[zeros] = np.fft.fft(np.conj(twiddle))[zeros] / n
-    return 1.0 - np.real(twiddle * np.fft.ifft(components) * n)
-
-
-def _real_fourier_basis(zeros, n, twist):
-    """Orthonormal real basis (n x s) of span{(root^-i)_i : root index in zeros}."""
-    i = np.arange(n)
-    columns, seen = [], set()
-    for t in sorted(int(z) for z in zeros):
-        if t in seen:
-            continue
-        partner = (-t - twist) % n
-        seen.update((t, partner))
-        angle = np.pi * (((2 * t + twist) * i) % (2 * n)) / n  # reduced exactly: accurate phases
-        if partner == t:
-            columns.append(np.cos(angle) / np.sqrt(n))
-        else:
-            columns += [np.cos(angle) * np.sqrt(2.0 / n), np.sin(angle) * np.sqrt(2.0 / n)]
-    return np.column_stack(columns) if columns else np.zeros((n, 0))
-
-
-def _deconvolve(p, d, zeros, twist):
-    """Minimum-norm a with a(x) p(x) = d(x) mod x^n - (-1)^twist (a orthogonal to the kernel).
-
-    Evaluating at the n roots eta_t = theta omega^t of x^n = (-1)^twist turns
-    the product into A_t P_t = D_t; A_t = 0 on the zeros of p, D_t / P_t elsewhere.
-    """
-    n = len(d)
-    twiddle = np.exp(1j * np.pi * twist * np.arange(n) / n)
-    padded = np.zeros(n)
-    padded[:len(p)] = p
-    P = n * np.fft.ifft(padded * twiddle)
-    D = n * np.fft.ifft(d * twiddle)
-    A = np.zeros(n, dtype=complex)
-    keep = np.ones(n, dtype=bool)
-    keep[zeros] = False
-    A[keep] = D[keep] / P[keep]
-    return np.real(np.fft.fft(A) / n / twiddle)

@@ -80,7 +80,8 @@ def _hash_pair(a: np.ndarray, b: np.ndarray, salt: int) -> np.ndarray:
     return h
 
 
-def _logistic_labels(rng: np.random.Generator, scores: np.ndarray, positive_rate: float | None) -> np.ndarray:
+def _logistic_labels(rng: np.random.Generator, scores: np.ndarray,
+                     positive_rate: float | None) -> np.ndarray:
     """Labels in {-1, +1} drawn from sigmoid(scores + offset).
 
     With `positive_rate`, the offset is chosen by bisection so the expected
@@ -123,7 +124,8 @@ def amazon_like(
     n_fields = nnz_per_row - 1
     if n_train < 1 or n_test < 0:
         raise ValueError(
-            f"amazon_like: need n_train >= 1 and n_test >= 0, got n_train={n_train}, n_test={n_test}"
+            f"amazon_like: need n_train >= 1 and n_test >= 0, "
+            f"got n_train={n_train}, n_test={n_test}"
         )
     if nnz_per_row < 1 or n_features < nnz_per_row:
         raise ValueError(
@@ -149,7 +151,8 @@ def amazon_like(
             _split_sizes(n_features - 1 - base_budget, pair_weights),
         ])
     else:
-        field_sizes = _split_sizes(n_features - 1, base_weights) if n_base else np.zeros(0, np.int64)
+        field_sizes = (_split_sizes(n_features - 1, base_weights) if n_base
+                       else np.zeros(0, np.int64))
     field_starts = 1 + np.concatenate([[0], np.cumsum(field_sizes)[:-1]]).astype(np.int64)
 
     indices = np.empty((n_rows, nnz_per_row), dtype=np.int32)
@@ -165,7 +168,8 @@ def amazon_like(
         indices[:, 1 + f] = field_starts[f] + bucket.astype(np.int64)
 
     X = sp.csr_matrix(
-        (np.ones(n_rows * nnz_per_row), indices.ravel(), np.arange(0, n_rows * nnz_per_row + 1, nnz_per_row)),
+        (np.ones(n_rows * nnz_per_row), indices.ravel(),
+         np.arange(0, n_rows * nnz_per_row + 1, nnz_per_row)),
         shape=(n_rows, n_features),
     )
     X.has_canonical_format = True
@@ -227,7 +231,8 @@ def _check_fits_in_memory(path: str, estimated_bytes: float) -> None:
     if estimated_bytes > available:
         raise ValueError(
             f"{path}: too large to load (needs ~{estimated_bytes / 2**30:.1f} GiB, "
-            f"{available / 2**30:.1f} GiB available); use a smaller file or a machine with more memory"
+            f"{available / 2**30:.1f} GiB available); use a smaller file or a machine with "
+            f"more memory"
         )
 
 
@@ -239,7 +244,9 @@ def _first_line(exc: BaseException) -> str:
 def _read_svmlight(path: str):
     _check_fits_in_memory(path, _TEXT_MEMORY_FACTOR * os.path.getsize(path))
     try:
-        from sklearn.datasets import load_svmlight_file  # imported here: sklearn costs ~1 s per rank
+        from sklearn.datasets import (
+            load_svmlight_file,  # imported here: sklearn costs ~1 s per rank
+        )
 
         X, y = load_svmlight_file(path, dtype=np.float64)
     except (ValueError, OverflowError) as exc:
@@ -251,7 +258,8 @@ def _read_svmlight(path: str):
 
 
 def _corrupt_npz(path: str, exc: BaseException) -> ValueError:
-    return ValueError(f"{path}: corrupt npz data set ({_first_line(exc)}); rewrite it with save_npz_dataset")
+    return ValueError(f"{path}: corrupt npz data set ({_first_line(exc)}); "
+                      f"rewrite it with save_npz_dataset")
 
 
 def _read_npz(path: str):
@@ -271,7 +279,8 @@ def _read_npz(path: str):
     missing = [key for key in _NPZ_KEYS if key not in arrays]
     if missing:
         raise ValueError(
-            f"{path}: npz data set lacks keys {missing}; write it with save_npz_dataset (keys {list(_NPZ_KEYS)})"
+            f"{path}: npz data set lacks keys {missing}; write it with save_npz_dataset "
+            f"(keys {list(_NPZ_KEYS)})"
         )
     try:
         shape = tuple(int(n) for n in arrays["shape"])
@@ -282,7 +291,8 @@ def _read_npz(path: str):
     y = np.asarray(arrays["y"], dtype=np.float64).ravel()
     if len(y) != X.shape[0]:
         raise ValueError(
-            f"{path}: npz data set has {X.shape[0]} rows but {len(y)} labels; rewrite it with save_npz_dataset"
+            f"{path}: npz data set has {X.shape[0]} rows but {len(y)} labels; "
+            f"rewrite it with save_npz_dataset"
         )
     return X, y
 
@@ -325,7 +335,8 @@ def load_dataset(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: i
     n_test = int(round(test_fraction * n_rows))
     if n_rows - n_test < 1 or (test_fraction > 0 and n_test < 1):
         raise ValueError(
-            f"{path}: too few rows ({n_rows}) for a train/test split with test_fraction={test_fraction}; "
+            f"{path}: too few rows ({n_rows}) for a train/test split with "
+            f"test_fraction={test_fraction}; "
             f"use a larger file or another test_fraction"
         )
     X = _canonical_csr(X)
@@ -335,6 +346,34 @@ def load_dataset(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: i
     return Dataset(X[train_rows], y[train_rows], X[test_rows], y[test_rows], name)
 
 
+SYNTHETIC = ("amazon-like", "gmm")
+
+
+def load_data(dataset: str = "amazon-like", *, rows: int | None = None, features: int | None = None,
+              nnz_per_row: int | None = None, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """A built-in synthetic set by name (SYNTHETIC) or a data file (load_dataset).
+
+    rows: training rows of a synthetic set (its test split is rows // 4);
+    features: its columns; nnz_per_row: non-zeros per row (amazon-like only).
+    test_fraction applies to a file. Raises ValueError with one line.
+    """
+    if dataset not in SYNTHETIC:
+        if rows is not None or features is not None or nnz_per_row is not None:
+            raise ValueError("rows/features/nnz per row apply to the synthetic data sets only, "
+                             "not to a file")
+        return load_dataset(dataset, test_fraction=test_fraction, seed=seed)
+    sizes = {"seed": seed}
+    if rows is not None:
+        sizes.update(n_train=rows, n_test=max(1, rows // 4))
+    if features is not None:
+        sizes["n_features"] = features
+    if nnz_per_row is not None:
+        if dataset != "amazon-like":
+            raise ValueError("nnz per row applies to the amazon-like data set only")
+        sizes["nnz_per_row"] = nnz_per_row
+    return (amazon_like if dataset == "amazon-like" else gaussian_mixture)(**sizes)
+
+
 def save_npz_dataset(path: str | os.PathLike, X, y) -> None:
     """Write X (any sparse or dense matrix) and labels y as an .npz data set.
 
@@ -342,7 +381,8 @@ def save_npz_dataset(path: str | os.PathLike, X, y) -> None:
     """
     X = _canonical_csr(X)
     np.savez_compressed(
-        path, data=X.data, indices=X.indices, indptr=X.indptr, shape=np.array(X.shape, dtype=np.int64),
+        path, data=X.data, indices=X.indices, indptr=X.indptr,
+        shape=np.array(X.shape, dtype=np.int64),
         y=np.asarray(y, dtype=np.float64),
     )
 
@@ -435,7 +475,7 @@ def build_worker_data(X, y, bounds, code, worker: int, *, row_scale: float) -> W
     local_position[support] = np.arange(len(support), dtype=np.int32)
 
     blocks = []
-    for j, (start, stop), columns in zip(partitions, row_ranges, column_slices):
+    for j, (start, stop), columns in zip(partitions, row_ranges, column_slices, strict=True):
         data = X.data[X.indptr[start] : X.indptr[stop]]
         blocks.append(WorkerBlock(
             partition=int(j),
@@ -452,7 +492,8 @@ def build_worker_data(X, y, bounds, code, worker: int, *, row_scale: float) -> W
         foreign = [int(j) for j in used if int(j) not in held]
         if foreign:
             raise ValueError(
-                f"code message {m} of worker {worker} combines partitions {foreign} the worker does not hold; "
+                f"code message {m} of worker {worker} combines partitions {foreign} the worker "
+                f"does not hold; "
                 f"fix the code's B or partitions_of"
             )
         message_plan.append([

@@ -7,11 +7,11 @@ Objective (as gc_fast.objective and the trainer): mean loss over the rows +
 column of ones to X (its weight is then regularised like the others).
 
 In a plain process (a notebook, a script) `fit` runs local mode: the workers
-are simulated in-process on a virtual clock (gc_fast.api). Started with
+are simulated in-process on a virtual clock (gc_fast.local). Started with
 `mpirun -n N python script.py`, every rank runs the same script (SPMD):
 rank 0 is the master, ranks 1..N-1 the workers, and `fit` returns on every
 rank with the same fitted model. Workers compute on their sparse rows with
-the trainer's kernels (tasks.SparseLinearTask on data.build_worker_data).
+the trainer's kernels (gc_fast.problems.SparseLinearProblem).
 
 Scikit-learn compatibility: both pass `check_estimator`; the logistic model
 is binary (tags.classifier_tags.multi_class = False), both accept sparse X,
@@ -25,60 +25,10 @@ from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .api import solve
-from .data import build_worker_data, partition_bounds
+from .api import resolve_comm
+from .driver import Settings, solve
 from .objective import lipschitz_logistic, lipschitz_squared
-from .tasks import SparseLinearTask
-from .data import worker_support
-
-
-class SparseLinearProblem:
-    """A linear model's data term on CSR rows, as gc_fast.api.solve's problem.
-
-    loss: "logistic" (y in {-1, +1}) or "squared"; the gradient is that of
-    mean_i loss(x_i . w, y_i), split into code.n_partitions contiguous row
-    ranges.
-    """
-
-    def __init__(self, X, y, loss, backend):
-        self.X = X
-        self.y = y
-        self.loss = loss
-        self.backend = backend
-        self.n_features = X.shape[1]
-        self.bounds = None
-
-    def bind(self, code):
-        n_rows = self.X.shape[0]
-        if code.n_partitions > n_rows:
-            raise ValueError(f"{code.n_partitions} partitions (one per worker) need at least "
-                             f"{code.n_partitions} samples, got {n_rows} sample"
-                             f"{'s' if n_rows != 1 else ''}: use fewer workers or more data")
-        self.bounds = partition_bounds(n_rows, code.n_partitions)
-
-    def supports(self, code):
-        return [worker_support(self.X, self.bounds, code.partitions_of(w))
-                for w in range(code.n_workers)]
-
-    def task(self, code, worker):
-        data = build_worker_data(self.X, self.y, self.bounds, code, worker,
-                                 row_scale=1.0 / self.X.shape[0])
-        return SparseLinearTask(data, loss=self.loss, backend=self.backend)
-
-    def message_load(self, code):
-        """(non-zeros, fraction of the rows) each message covers, for the simulator's costs."""
-        covers = (code.B != 0).astype(np.float64)
-        nonzeros = np.diff(self.X.indptr[self.bounds]).astype(np.float64)
-        return covers @ nonzeros, covers @ (np.diff(self.bounds) / self.X.shape[0])
-
-    def local_costs(self, costs):
-        return costs
-
-    def warm_up(self, task):
-        """Compile/load the kernels before the master starts the clock."""
-        outs = [np.zeros(length) for length in task.message_lengths]
-        for _ in task.run(np.zeros(len(task.support)), outs):
-            pass
+from .problems import SparseLinearProblem
 
 
 class _GradientCodedLinearModel(BaseEstimator):
@@ -117,11 +67,12 @@ class _GradientCodedLinearModel(BaseEstimator):
             return 1.0 / lipschitz(design, self.l2, seed=seed)
 
         lr = inverse_lipschitz if self.lr is None else self.lr
+        settings = Settings(lr=lr, scheme=self.scheme, n_stragglers=self.n_stragglers,
+                            n_workers=self.n_workers, optimizer=self.optimizer,
+                            iterations=self.max_iter, l2=self.l2, delay=self.delay, seed=seed,
+                            backend=self.backend)
         problem = SparseLinearProblem(design, y, self._loss, self.backend)
-        result = solve(problem, np.zeros(design.shape[1]), scheme=self.scheme,
-                       n_stragglers=self.n_stragglers, n_partitions=None, n_workers=self.n_workers,
-                       lr=lr, optimizer=self.optimizer, iterations=self.max_iter, l2=self.l2,
-                       delay=self.delay, seed=seed, local=self.local, backend=self.backend)
+        result = solve(problem, settings, comm=resolve_comm(self.local, None))
         w = result.w
         self.coef_, self.intercept_ = (w[:-1], w[-1]) if self.fit_intercept else (w, 0.0)
         self.n_iter_ = len(result.history)

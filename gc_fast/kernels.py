@@ -1,4 +1,4 @@
-"""Hot-path kernels of gradient coding behind one interface, backend="cython" | "numba" | "reference".
+"""Hot-path kernels of gradient coding, one interface: backend="cython" | "numba" | "reference".
 
 Workers hold each partition as a CSR block whose column indices are local to the
 worker's support, so w and out are short. The kernels accumulate into
@@ -28,7 +28,8 @@ _loaded = {}
 _INT32 = np.dtype(np.int32)
 _INT64 = np.dtype(np.int64)
 _FLOAT64 = np.dtype(np.float64)
-_BLOCK_DTYPES = (_INT64, _INT32, _FLOAT64, _FLOAT64, _FLOAT64, _FLOAT64)  # indptr indices y row_weight w out
+# dtypes of indptr, indices, y, row_weight, w, out
+_BLOCK_DTYPES = (_INT64, _INT32, _FLOAT64, _FLOAT64, _FLOAT64, _FLOAT64)
 
 
 def _backend(name):
@@ -91,15 +92,18 @@ def _block_is_valid(indptr, indices, data, y, row_weight, w, out):
     try:
         n_rows = len(indptr) - 1
         return (
-            (indptr.dtype, indices.dtype, y.dtype, row_weight.dtype, w.dtype, out.dtype) == _BLOCK_DTYPES
-            and type(indptr) is type(indices) is type(y) is type(row_weight) is type(w) is type(out) is np.ndarray
+            (indptr.dtype, indices.dtype, y.dtype, row_weight.dtype, w.dtype, out.dtype)
+            == _BLOCK_DTYPES
+            and type(indptr) is type(indices) is type(y) is np.ndarray
+            and type(row_weight) is type(w) is type(out) is np.ndarray
             and indptr.ndim == indices.ndim == y.ndim == row_weight.ndim == w.ndim == out.ndim == 1
             and indptr.flags.c_contiguous and indices.flags.c_contiguous and y.flags.c_contiguous
             and row_weight.flags.c_contiguous and out.flags.writeable
             and len(y) == len(row_weight) == n_rows >= 0 and len(out) == len(w)
             and indptr.item(0) == 0 and indptr.item(n_rows) <= len(indices)
-            and (data is None or (type(data) is np.ndarray and data.dtype == _FLOAT64 and data.ndim == 1
-                                  and data.flags.c_contiguous and len(data) == len(indices)))
+            and (data is None or (type(data) is np.ndarray and data.dtype == _FLOAT64
+                                  and data.ndim == 1 and data.flags.c_contiguous
+                                  and len(data) == len(indices)))
         )
     except (AttributeError, TypeError):
         return False

@@ -58,10 +58,11 @@ def _largest_singular_value_squared(X, n_iter: int, seed: int) -> float:
 
 
 def lipschitz_logistic(X, l2: float, n_iter: int = 20, seed: int = 0) -> float:
-    """Smoothness constant of logistic_loss: 0.25 sigma_max(X)^2 / n_rows + l2 (power-iteration estimate)."""
+    """Smoothness constant of logistic_loss: 0.25 sigma_max(X)^2 / n_rows + l2 (by power
+    iteration)."""
     return 0.25 * _largest_singular_value_squared(X, n_iter, seed) / X.shape[0] + l2
 
 
 def lipschitz_squared(X, l2: float, n_iter: int = 20, seed: int = 0) -> float:
-    """Smoothness constant of squared_loss: sigma_max(X)^2 / n_rows + l2 (power-iteration estimate)."""
+    """Smoothness constant of squared_loss: sigma_max(X)^2 / n_rows + l2 (by power iteration)."""
     return _largest_singular_value_squared(X, n_iter, seed) / X.shape[0] + l2

@@ -79,7 +79,8 @@ class DelayModel:
         workers = ",".join(str(rank) for rank in self.workers)
         return {
             "none": "none",
-            "fixed": f"fixed:p={_format_number(self.probability)},seconds={_format_number(self.seconds)}",
+            "fixed": (f"fixed:p={_format_number(self.probability)},"
+                      f"seconds={_format_number(self.seconds)}"),
             "count": f"count:k={self.count},seconds={_format_number(self.seconds)}",
             "exp": f"exp:shift={_format_number(self.shift)},mean={_format_number(self.mean)}",
             "slow": f"slow:workers={workers},factor={_format_number(self.factor)}",
@@ -93,23 +94,22 @@ class DelayModel:
         bad_ranks = [rank for rank in self.workers if rank > n_workers]
         if bad_ranks:
             raise ValueError(
-                f"delay spec {str(self)!r} names workers {bad_ranks}; worker numbers must be in 1..{n_workers}"
+                f"delay spec {str(self)!r} names workers {bad_ranks}; "
+                f"worker numbers must be in 1..{n_workers}"
             )
         if self.kind == "count" and self.count > n_workers:
-            raise ValueError(f"delay spec {str(self)!r} delays {self.count} workers; k must be in 0..{n_workers}")
+            raise ValueError(f"delay spec {str(self)!r} delays {self.count} workers; "
+                             f"k must be in 0..{n_workers}")
 
     def compute_factor(self, worker: int) -> float:
         """How many times slower worker (0-indexed) computes: F for slow workers, else 1."""
         return self.factor if self.kind == "slow" and worker + 1 in self.workers else 1.0
 
-    def failed(self, iteration: int, worker: int) -> bool:
-        """Whether worker (0-indexed) has stopped answering at this iteration."""
-        return self.kind == "fail" and iteration >= self.at and worker + 1 in self.workers
-
     def killed(self, iteration: int, worker: int) -> bool:
         """Whether worker (0-indexed) is to be dead (kill form) at this iteration."""
-        return self.kind == "kill" and any(
-            rank == worker + 1 and iteration >= at for rank, at in zip(self.workers, self.kill_at))
+        deaths = zip(self.workers, self.kill_at, strict=True)
+        return self.kind == "kill" and any(rank == worker + 1 and iteration >= at
+                                           for rank, at in deaths)
 
     def pause(self, iteration: int, worker: int) -> float:
         """Seconds worker (0-indexed) freezes, deaf to newer work, before sending this iteration."""
@@ -134,7 +134,7 @@ class DelayModel:
             ranks = np.asarray(self.workers, dtype=np.int64)
             result[np.ix_(iterations >= self.at, ranks - 1)] = np.inf
         elif self.kind == "kill":
-            for rank, at in zip(self.workers, self.kill_at):
+            for rank, at in zip(self.workers, self.kill_at, strict=True):
                 result[iterations >= at, rank - 1] = np.inf
         elif self.kind in _STREAM_KEY:
             for row, iteration in enumerate(iterations):
@@ -177,11 +177,13 @@ def _parse_pairs(spec: str, body: str) -> dict[str, list[str]]:
     return values
 
 
-def _number(spec: str, key: str, text: str, kind: type, low: float, high: float = np.inf) -> float | int:
+def _number(spec: str, key: str, text: str, kind: type, low: float,
+            high: float = np.inf) -> float | int:
     try:
         value = kind(text)
     except ValueError:
-        raise _spec_error(spec, f"{key}={text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        what = "an integer" if kind is int else "a number"
+        raise _spec_error(spec, f"{key}={text!r} is not {what}") from None
     if not (low <= value <= high) or not np.isfinite(value):
         bounds = f"in [{low:g}, {high:g}]" if np.isfinite(high) else f">= {low:g}"
         if kind is float:
@@ -205,7 +207,8 @@ def parse_delay(spec: str) -> DelayModel:
     unknown = sorted(set(values) - set(_KEYS[kind]))
     missing = [key for key in _KEYS[kind] if key not in values]
     if unknown or missing:
-        problems = [f"unknown key {key!r}" for key in unknown] + [f"missing key {key!r}" for key in missing]
+        problems = ([f"unknown key {key!r}" for key in unknown]
+                    + [f"missing key {key!r}" for key in missing])
         raise _spec_error(spec, f"{'; '.join(problems)} ({kind} takes {', '.join(_KEYS[kind])})")
     for key, items in values.items():
         if key not in _LIST_KEYS.get(kind, ("workers",)) and len(items) != 1:
@@ -233,11 +236,14 @@ def parse_delay(spec: str) -> DelayModel:
             raise _spec_error(spec, "a worker is named twice")
         ats = [_number(spec, "at", text, int, 0) for text in values["at"]]
         if len(ats) not in (1, len(ranks)):
-            raise _spec_error(spec, f"at takes one iteration or one per worker ({len(ranks)}), got {len(ats)}")
-        return DelayModel(kind, workers=tuple(ranks), kill_at=tuple(ats * len(ranks) if len(ats) == 1 else ats))
+            raise _spec_error(spec, f"at takes one iteration or one per worker ({len(ranks)}), "
+                                    f"got {len(ats)}")
+        kill_at = tuple(ats * len(ranks) if len(ats) == 1 else ats)
+        return DelayModel(kind, workers=tuple(ranks), kill_at=kill_at)
     ranks = sorted({_number(spec, "workers", text, int, 1) for text in values["workers"]})
     if kind == "slow":
-        return DelayModel(kind, workers=tuple(ranks), factor=_number(spec, "factor", single["factor"], float, 1.0))
+        factor = _number(spec, "factor", single["factor"], float, 1.0)
+        return DelayModel(kind, workers=tuple(ranks), factor=factor)
     at = _number(spec, "at", single["at"], int, 0)
     if kind == "pause":
         return DelayModel(kind, workers=tuple(ranks), at=at,

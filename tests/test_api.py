@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import MPIEXEC, max_relative_difference, mpi_env
 
 import gc_fast
 from gc_fast.simulate import CostModel
 from gc_fast.stragglers import parse_delay
-
-from mpi_helpers import MPIEXEC, mpi_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -57,9 +56,6 @@ exec(MLP_SOURCE, MLP)
 ITERATIONS = 60
 LR = 0.8
 
-
-def max_relative_difference(a, b):
-    return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
 
 
 def mlp_run(**options):

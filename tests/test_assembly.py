@@ -4,6 +4,7 @@ import pytest
 
 from gc_fast.assembly import GradientAssembler
 from gc_fast.codes import make_code
+from gc_fast.schedule import priority_order
 
 
 def assembled(code, supports, n_features, partition_gradients, arrivals, storage=None,
@@ -66,7 +67,7 @@ def problem(scheme, s, n_workers=6, n_features=40, seed=0):
 def test_running_sum_is_bit_identical_to_a_combine_from_scratch(scheme, s):
     """Whether the expected set decodes first (priority order) or another set does."""
     code, supports, n_features, partition_gradients = problem(scheme, s)
-    in_priority_order = [m for w in code.priority_order() for m in code.messages_of(w)]
+    in_priority_order = [m for w in priority_order(code) for m in code.messages_of(w)]
     rng = np.random.default_rng(1)
     orders = [in_priority_order, in_priority_order[::-1]] + [rng.permutation(code.n_messages)
                                                              for _ in range(5)]

@@ -6,7 +6,13 @@ from math import comb
 import numpy as np
 import pytest
 
-from gc_fast.codes import DECODE_TOLERANCE, decodable_prefix_length, make_code
+from gc_fast.codes import (
+    DECODE_TOLERANCE,
+    earliest_decodable_prefix,
+    make_code,
+    placement,
+    structural_decode,
+)
 
 EXHAUSTIVE_LIMIT = 20_000
 N_SAMPLED = 10_000
@@ -246,33 +252,6 @@ def test_placement_matches_the_support_of_B(scheme, n, s, options):
         assert (holders.sum(axis=1) == P * group).all()
 
 
-@pytest.mark.parametrize("scheme, n, s, options", PLACEMENT_CASES)
-def test_priority_order_is_a_permutation_whose_prefixes_decode_earliest(scheme, n, s, options):
-    code = make_code(scheme, n, s, **options)
-    order = code.priority_order()
-    np.testing.assert_array_equal(np.sort(order), np.arange(n))
-    if scheme == "ignore":
-        return  # decodes from any n - s: nothing to order
-    # The shortest decodable prefix of the order is as short as any decodable set of workers.
-    shortest = min(k for k in range(1, n + 1)
-                   if any(code.is_decodable(np.concatenate([code.messages_of(w) for w in ws]))
-                          for ws in combinations(range(n), k)))
-    prefix = next(k for k in range(1, n + 1)
-                  if code.is_decodable(np.concatenate([code.messages_of(w) for w in order[:k]])))
-    assert prefix == shortest
-
-
-def test_priority_order_on_known_codes():
-    np.testing.assert_array_equal(make_code("frc", 8, 3).priority_order(), [0, 4, 1, 5, 2, 6, 3, 7])
-    np.testing.assert_array_equal(make_code("frc", 6, 1).priority_order(), [0, 2, 4, 1, 3, 5])
-    np.testing.assert_array_equal(make_code("crc", 8, 3).priority_order(), np.arange(8))
-    # CRC s = 1, n even: the rows are equal-weight pairs, and every other worker decodes.
-    crc = make_code("crc", 8, 1)
-    np.testing.assert_array_equal(crc.priority_order(), [0, 2, 4, 6, 1, 3, 5, 7])
-    np.testing.assert_allclose(crc.expected_decode() @ crc.B, 1.0, atol=1e-12)
-    np.testing.assert_array_equal(np.flatnonzero(crc.expected_decode()), [0, 2, 4, 6])
-
-
 def test_crc_and_frc_hold_the_papers_partitions():
     crc = make_code("crc", 7, 2)
     for worker in range(7):
@@ -329,8 +308,7 @@ def test_invalid_parameters_raise_one_line_value_errors(args, options, message):
         make_code(*args, **options)
     assert "\n" not in str(error.value)
     with pytest.raises(ValueError):
-        decodable_prefix_length(*args, list(range(args[1] if isinstance(args[1], int) else 1)),
-                                **options)
+        structural_decode(*args, np.zeros((1, 1)), **options)
 
 
 def test_bad_workers_and_messages_are_refused():
@@ -388,6 +366,17 @@ def test_float32_messages_decode_accurately_with_the_default(n, s, median_bound,
     assert decoded_relative_errors(make_code("crc", n, s), stragglers, np.float64).max() <= 1e-9
 
 
+def structural_prefix_length(scheme, n, s, order, **options):
+    """Length of the shortest prefix of `order` that structural_decode says decodes, or None
+    (messages arrive at times 1, 2, ... in that order; the others never)."""
+    n_messages = 2 * n if scheme.startswith("partial-") else n
+    order = np.asarray(order, dtype=np.int64)
+    arrival = np.full((1, n_messages), np.inf)
+    arrival[0, order] = np.arange(1, order.size + 1)
+    decode, _ = structural_decode(scheme, n, s, arrival, **options)
+    return int(decode[0]) if np.isfinite(decode[0]) else None
+
+
 STRUCTURAL_CASES = [("naive", 8, 0, {}), ("ignore", 8, 3, {}), ("frc", 12, 3, {}),
                     ("frc", 12, 1, {}), ("crc", 10, 3, {"construction": "random"}),
                     ("partial-frc", 6, 1, {"partitions_per_worker": 3}),
@@ -400,10 +389,10 @@ def test_structural_prefix_rule_matches_is_decodable(scheme, n, s, options):
     rng = np.random.default_rng(3)
     for _ in range(100):
         order = rng.permutation(code.n_messages)
-        length = decodable_prefix_length(scheme, n, s, order, **options)
+        length = structural_prefix_length(scheme, n, s, order, **options)
         assert code.is_decodable(order[:length])
         assert not code.is_decodable(order[:length - 1])
-        assert decodable_prefix_length(scheme, n, s, order[:length - 1], **options) is None
+        assert structural_prefix_length(scheme, n, s, order[:length - 1], **options) is None
 
 
 def test_structural_prefix_rule_bounds_the_default_crc():
@@ -412,7 +401,7 @@ def test_structural_prefix_rule_bounds_the_default_crc():
     rng = np.random.default_rng(4)
     for _ in range(100):
         order = rng.permutation(n)
-        length = decodable_prefix_length("crc", n, s, order)
+        length = structural_prefix_length("crc", n, s, order)
         assert length == n - s
         earliest = next(k for k in range(1, n + 1) if code.is_decodable(order[:k]))
         assert earliest <= length
@@ -421,18 +410,37 @@ def test_structural_prefix_rule_bounds_the_default_crc():
 def test_structural_prefix_rule_scales_without_building_B():
     n = 10_000
     order = np.random.default_rng(5).permutation(n)
-    assert decodable_prefix_length("crc", n, 10, order) == n - 10
-    assert decodable_prefix_length("ignore", n, 10, order) == n - 10
-    assert decodable_prefix_length("naive", n, 0, order) == n
+    assert structural_prefix_length("crc", n, 10, order) == n - 10
+    assert structural_prefix_length("ignore", n, 10, order) == n - 10
+    assert structural_prefix_length("naive", n, 0, order) == n
     groups = order // 10
-    assert decodable_prefix_length("frc", n, 9, order) == max(
+    assert structural_prefix_length("frc", n, 9, order) == max(
         np.flatnonzero(groups == g)[0] for g in range(n // 10)) + 1
     partial = np.random.default_rng(6).permutation(2 * n)
-    length = decodable_prefix_length("partial-crc", n, 10, partial, partitions_per_worker=12)
+    length = structural_prefix_length("partial-crc", n, 10, partial, partitions_per_worker=12)
     first_done = np.flatnonzero(partial % 2 == 0)[-1] + 1
     coded_done = np.flatnonzero(partial % 2 == 1)[n - 10 - 1] + 1
     assert length == max(first_done, coded_done)
-    with pytest.raises(ValueError, match="must not repeat"):
-        decodable_prefix_length("crc", 5, 1, [0, 1, 1])
-    with pytest.raises(ValueError, match=r"in \[0, 5\)"):
-        decodable_prefix_length("crc", 5, 1, [0, 7])
+    with pytest.raises(ValueError, match="must have 5 columns"):
+        structural_decode("crc", 5, 1, np.zeros((2, 7)))
+
+
+@pytest.mark.parametrize("scheme, n, s, options", STRUCTURAL_CASES + [("crc", 9, 2, {})])
+def test_placement_is_the_codes_own(scheme, n, s, options):
+    """codes.placement (no B, for the simulator) gives every message's partitions as B does."""
+    code = make_code(scheme, n, s, **options)
+    layout = placement(scheme, n, s, partitions_per_worker=options.get("partitions_per_worker"))
+    for worker, messages in enumerate(layout):
+        assert [np.sort(p).tolist() for p in messages] == [
+            np.flatnonzero(code.B[m]).tolist() for m in code.messages_of(worker)]
+
+
+def test_earliest_decodable_prefix_is_the_first_decodable_one():
+    code = make_code("crc", 7, 2)
+    rng = np.random.default_rng(8)
+    for _ in range(50):
+        order = rng.permutation(7)
+        length, vector = earliest_decodable_prefix(code, order)
+        assert code.is_decodable(order[:length]) and not code.is_decodable(order[:length - 1])
+        np.testing.assert_array_equal(vector, code.decode(order[:length]))
+    assert earliest_decodable_prefix(code, [0, 1, 2]) == (None, None)

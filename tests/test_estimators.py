@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from helpers import MPIEXEC, mpi_env
 from sklearn.base import clone
 from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -15,11 +16,15 @@ from gc_fast import GradientCodedLinearRegression, GradientCodedLogisticRegressi
 from gc_fast.codes import make_code
 from gc_fast.data import amazon_like
 from gc_fast.objective import logistic_loss, squared_loss
-from gc_fast.simulate import (DEFAULT_COSTS_PATH, CostModel, build_workload, compute_factors,
-                              simulate_iterations, straggler_delays)
+from gc_fast.simulate import (
+    DEFAULT_COSTS_PATH,
+    CostModel,
+    build_workload,
+    compute_factors,
+    simulate_iterations,
+    straggler_delays,
+)
 from gc_fast.stragglers import parse_delay
-
-from mpi_helpers import MPIEXEC, mpi_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 STRAGGLERS = "count:k=1,seconds=0.02"

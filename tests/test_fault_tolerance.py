@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from mpi_helpers import mpi_env
+from helpers import mpi_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FT_VENV = Path(os.environ.get("GC_FAST_FT_VENV", ROOT / ".venv-ft"))

@@ -4,16 +4,12 @@ import re
 
 import numpy as np
 import pytest
+from helpers import max_relative_difference, run_mpi, train
 
 from gc_fast import checkpoint
 
-from mpi_helpers import run_mpi, train
-
 SMALL = ["--dataset", "amazon-like", "--rows", "1000", "--features", "2000", "--seed", "5"]
 
-
-def max_relative_difference(a, b):
-    return float(np.max(np.linalg.norm(a - b, axis=1) / np.linalg.norm(b, axis=1)))
 
 
 @pytest.fixture(scope="module")

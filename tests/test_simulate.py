@@ -1,4 +1,5 @@
 """The simulator: timing model, decode rules, delays, trace, plan and CLI (no timing assertions)."""
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,8 +10,19 @@ import pytest
 from gc_fast import simulate
 from gc_fast.codes import make_code
 from gc_fast.data import amazon_like
-from gc_fast.simulate import (CostModel, build_workload, decode_times, message_arrival_times,
-                              simulate_iterations, straggler_delays, timeline, trace_delays)
+from gc_fast.simulate import (
+    CostModel,
+    build_workload,
+    decode_times,
+    message_arrival_times,
+    simulate_iterations,
+    straggler_delays,
+    timeline,
+    trace_delays,
+)
+from gc_fast.simulate.calibrate import fit_contention, fit_pingpong, predicted_undelayed_seconds
+from gc_fast.simulate.compare import make_exact_code
+from gc_fast.simulate.workload import _carried_over
 from gc_fast.stragglers import parse_delay
 
 # A cluster with equal, round costs: a core per rank, fast links, no per-message CPU.
@@ -25,7 +37,7 @@ def X():
 
 
 def run_scheme(X, scheme, n, s, delays, costs=CLUSTER, exact=False):
-    code = simulate.make_exact_code(scheme, n, s) if exact else None
+    code = make_exact_code(scheme, n, s) if exact else None
     workload = build_workload(scheme, n, s, X, code=code)
     times, _ = simulate_iterations(workload, costs, delays, code=code)
     return times
@@ -39,7 +51,7 @@ def test_carry_over_is_the_rest_of_the_partition_in_progress(X):
                                end=np.array([[0.2, 1.0, 1.3, np.inf], [1.0] * 4]),
                                arrival=np.zeros((2, 4)))
     decode = np.array([0.3, 0.5])
-    carry = simulate._carried_over(events, decode, compute, workload)
+    carry = _carried_over(events, decode, compute, workload)
     # Iteration 0 decodes at 0.3: worker 0 is done, worker 1 is 0.6 of the way
     # through its first partition (0.4 s each), worker 2 is still delayed, 3 never came.
     np.testing.assert_allclose(carry, [[0, 0, 0, 0], [0, 0.4 * 0.4, 0, 0]])
@@ -50,7 +62,7 @@ def test_a_straggler_mid_partition_delays_its_next_iteration(X):
     delays[0, 3] = 2e-4  # worker 3 starts late: still computing when iteration 0 decodes
     workload = build_workload("crc", 4, 1, X)
     with_carry, arrival = simulate_iterations(workload, CLUSTER, delays)
-    without = simulate.dataclasses.replace(workload, message_partitions=None)
+    without = dataclasses.replace(workload, message_partitions=None)
     no_carry, arrival_before = simulate_iterations(without, CLUSTER, delays)
     assert with_carry[0] == no_carry[0]
     assert arrival[1, 3] > arrival_before[1, 3]  # it first finished its partition
@@ -90,8 +102,8 @@ def test_frc_decodes_with_fewer_than_n_minus_s_arrivals(X):
 
 
 def first_decodable_prefix(code, order):
-    return next((length for length in range(1, len(order) + 1) if code.is_decodable(order[:length])),
-                None)
+    return next((length for length in range(1, len(order) + 1)
+                 if code.is_decodable(order[:length])), None)
 
 
 @pytest.mark.parametrize("scheme, n, s, options", [
@@ -122,7 +134,8 @@ def test_delays_are_the_trainers_delay_model_draws():
     for spec in ("fixed:p=0.3,seconds=0.05", "count:k=2,seconds=1", "exp:shift=0.01,mean=0.02",
                  "fail:workers=2,at=3"):
         model = parse_delay(spec)
-        assert np.array_equal(straggler_delays(model, 7, 12, 5), model.delays_matrix(7, range(12), 5))
+        assert np.array_equal(straggler_delays(model, 7, 12, 5),
+                              model.delays_matrix(7, range(12), 5))
     slow = parse_delay("slow:workers=1,3,factor=4")
     assert simulate.compute_factors(slow, 4).tolist() == [slow.compute_factor(w) for w in range(4)]
 
@@ -155,7 +168,8 @@ def test_second_message_arrives_after_the_first():
 
 def test_ten_thousand_workers(tmp_path):
     out = tmp_path / "big.json"
-    argv = ["--workers", "10000", "--stragglers", "1,4", "--scheme", "naive,ignore,frc,crc,partial-crc",
+    argv = ["--workers", "10000", "--stragglers", "1,4",
+            "--scheme", "naive,ignore,frc,crc,partial-crc",
             "--delay", "exp:shift=0,mean=0.001", "--iterations", "3", "--cores", "inf",
             "--costs", str(write_costs(tmp_path)), "--rows", "30000", "--features", "20000",
             "--json", str(out)]
@@ -203,17 +217,17 @@ def test_contention_slows_oversubscribed_cores_only():
 def test_fit_contention_reproduces_the_trainer_runs(X):
     base = CostModel(nnz_seconds=3e-9, bandwidth=1e10, latency=2e-4, message_seconds=5e-5,
                      poll_load=0.04, master_byte_seconds=2e-10, step_byte_seconds=2e-10, cores=2.0)
-    truth = simulate.dataclasses.replace(base, contention=0.3)
+    truth = dataclasses.replace(base, contention=0.3)
     configurations = [("naive", 4, 0), ("naive", 8, 0), ("crc", 8, 3)]
-    runs = [(scheme, n, s, simulate._predicted_undelayed(build_workload(scheme, n, s, X), truth))
+    runs = [(scheme, n, s, predicted_undelayed_seconds(build_workload(scheme, n, s, X), truth))
             for scheme, n, s in configurations]
-    contention, predicted = simulate.fit_contention(runs, X, base)
+    contention, predicted = fit_contention(runs, X, base)
     assert contention == pytest.approx(0.3, rel=1e-3)
     assert np.allclose(predicted, [run[-1] for run in runs], rtol=1e-3)
     # Runs the uncontended model already explains give no contention.
-    runs = [(scheme, n, s, simulate._predicted_undelayed(build_workload(scheme, n, s, X), base))
+    runs = [(scheme, n, s, predicted_undelayed_seconds(build_workload(scheme, n, s, X), base))
             for scheme, n, s in configurations]
-    assert simulate.fit_contention(runs, X, base)[0] == pytest.approx(0.0, abs=1e-3)
+    assert fit_contention(runs, X, base)[0] == pytest.approx(0.0, abs=1e-3)
 
 
 def test_fit_pingpong_recovers_the_costs():
@@ -222,7 +236,7 @@ def test_fit_pingpong_recovers_the_costs():
                "cpu": [2 * message_seconds + 2 * size / bandwidth + poll_load * think] * 2,
                "one_way": latency + 2 * message_seconds + size / bandwidth}
               for think in (0.002, 0.008) for size in (8, 2 ** 18, 2 ** 22)]
-    fitted = simulate.fit_pingpong({"poll_load": [0.019, 0.021], "rounds": rounds})
+    fitted = fit_pingpong({"poll_load": [0.019, 0.021], "rounds": rounds})
     assert np.allclose(fitted, (bandwidth, latency, message_seconds, poll_load), rtol=1e-6)
 
 
@@ -235,8 +249,8 @@ def test_trace_replays_hand_written_delays(tmp_path, X):
     assert naive[0] > 1.0 > naive[1] and np.isinf(naive[2])
     assert np.all(run_scheme(X, "crc", 4, 1, delays) < 0.1)
     out = tmp_path / "result.json"
-    assert simulate.main(["--trace", str(path), "--scheme", "naive,crc", "--costs", str(write_costs(tmp_path)),
-                          *SMALL, "--json", str(out)]) == 0
+    assert simulate.main(["--trace", str(path), "--scheme", "naive,crc",
+                          "--costs", str(write_costs(tmp_path)), *SMALL, "--json", str(out)]) == 0
     results = json.loads(out.read_text())["results"]
     assert results[0]["scheme"] == "naive" and results[0]["mean_s"] is None  # inf: never finishes
     assert results[1]["scheme"] == "crc" and results[1]["p95_s"] < 0.1
@@ -251,7 +265,8 @@ def test_bad_trace_is_one_line(tmp_path, capsys):
 
 
 def test_trace_from_trainer_arrivals():
-    # Partial scheme layout: worker ranks 1, 1, 2, 2, 3, 3; worker 3 was never waited for in iteration 0.
+    # Partial scheme layout: worker ranks 1, 1, 2, 2, 3, 3;
+    # worker 3 was never waited for in iteration 0.
     trace = {"message_worker": [1, 1, 2, 2, 3, 3],
              "iterations": [{"arrival": [0.010, 0.012, 0.011, 0.013, None, None]},
                             {"arrival": [0.010, 0.020, 0.050, 0.060, 0.011, 0.012]}]}
@@ -289,7 +304,8 @@ def test_cli_errors_are_one_line(argv, expected, capsys, tmp_path):
     assert simulate.main([*argv, "--costs", str(write_costs(tmp_path)), *SMALL]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("gc_fast.simulate: error:") and expected in lines[0]
+    assert len(lines) == 1
+    assert lines[0].startswith("gc_fast.simulate: error:") and expected in lines[0]
 
 
 def test_module_entry_point_exits_nonzero_on_bad_input():
@@ -302,8 +318,8 @@ def test_module_entry_point_exits_nonzero_on_bad_input():
 
 def test_validate_predicts_a_trainer_result(tmp_path, capsys):
     iterations = [{"time": 0.01, "arrival": [0.004, 0.005, None]} for _ in range(5)]
-    run = {"config": {"scheme": "crc", "n_workers": 3, "n_stragglers": 1, "delay": "none", "seed": 0,
-                      "dataset": "amazon-like", "rows": 1200, "features": 3000,
+    run = {"config": {"scheme": "crc", "n_workers": 3, "n_stragglers": 1, "delay": "none",
+                      "seed": 0, "dataset": "amazon-like", "rows": 1200, "features": 3000,
                       "partitions_per_worker": None, "construction": None},
            "iterations": iterations, "message_worker": [1, 2, 3]}
     path = tmp_path / "run.json"
@@ -311,3 +327,14 @@ def test_validate_predicts_a_trainer_result(tmp_path, capsys):
     assert simulate.main(["--validate", str(path), "--costs", str(write_costs(tmp_path))]) == 0
     printed = capsys.readouterr().out
     assert "run.json" in printed and "10.000" in printed
+
+
+def test_importing_the_api_loads_neither_the_command_line_nor_the_calibration():
+    # Local mode imports gc_fast.simulate on every call: it must stay cheap.
+    probe = ("import sys, gc_fast; before = set(sys.modules); import gc_fast.simulate; "
+             "print(' '.join(sorted(set(sys.modules) - before)))")
+    added = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                           timeout=60, check=True).stdout.split()
+    heavy = {"argparse", "subprocess", "shutil", "matplotlib", "mpi4py",
+             "gc_fast.simulate.cli", "gc_fast.simulate.calibrate", "gc_fast.launch"}
+    assert "gc_fast.simulate.workload" in added and not heavy & set(added)

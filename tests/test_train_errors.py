@@ -3,8 +3,7 @@ import subprocess
 import sys
 
 import pytest
-
-from mpi_helpers import mpi_env, run_mpi
+from helpers import mpi_env, run_mpi
 
 SMALL = ["--rows", "400", "--features", "500", "--iterations", "3", "--quiet"]
 

@@ -1,21 +1,15 @@
 """The distributed trainer under mpiexec: exactness, the scikit-learn oracle, late messages."""
 import numpy as np
 import pytest
+from helpers import max_relative_difference, train
 from sklearn.datasets import dump_svmlight_file, load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 
 from gc_fast.data import load_dataset
 from gc_fast.objective import logistic_loss
 
-from mpi_helpers import train
-
 SMALL = ["--dataset", "amazon-like", "--rows", "1200", "--features", "3000", "--seed", "3"]
 ITERATIONS = ["--iterations", "12"]
-
-
-def max_relative_difference(a, b):
-    scale = np.maximum(np.linalg.norm(b, axis=1), 1e-300)
-    return float(np.max(np.linalg.norm(a - b, axis=1) / scale))
 
 
 def skipped_messages(results):

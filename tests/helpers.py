@@ -1,21 +1,24 @@
-"""Run `python -m gc_fast.train` (or any module) under the environment's mpiexec."""
+"""What the tests share: MPI launches of the trainer (or any module) and trajectory checks."""
 import json
-import os
-import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
-MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+from gc_fast.launch import mpiexec, single_thread_environment
+
+MPIEXEC = mpiexec()
 
 
 def mpi_env():
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1",
-               NUMBA_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return env
+    """The environment of every child MPI job: one thread per rank, unbuffered output."""
+    return single_thread_environment()
+
+
+def max_relative_difference(a, b):
+    """Largest relative distance between matching rows (iterates) of two trajectories."""
+    scale = np.maximum(np.linalg.norm(b, axis=1), 1e-300)
+    return float(np.max(np.linalg.norm(a - b, axis=1) / scale))
 
 
 def run_mpi(n_ranks, args, cwd, *, module="gc_fast.train", timeout=180):

@@ -1,0 +1,245 @@
+"""What a worker computes: the problems gc_fast trains and their per-worker tasks (no MPI).
+
+A problem says, for a gradient code, which coordinates each worker receives
+and sends (``supports``) and builds each worker's task (``task``). A task
+computes a worker's coded messages at a point: ``run(point, outs)`` fills the
+message buffers and yields after every partition (None), so the driver can
+abandon a stale iteration between partitions, and yields the message index k
+(in the worker's send order) once message k is complete, so the driver can
+send it before computing the next one. A driver that gathers the point itself
+gathers it into the task's ``point`` buffer and passes that, saving a copy.
+
+Problems:
+
+* ``SparseLinearProblem``: a linear model's data term on CSR rows (logistic
+  or squared loss), computed by the fused kernels of gc_fast.kernels: the
+  trainer's and the estimators' problem.
+* ``DenseProblem``: user-supplied partition gradients (``gc_fast.run``).
+
+Besides ``n_features``, ``bind(code)``, ``supports(code)`` and
+``task(code, worker)``, a problem gives local mode's virtual clock its compute
+load (``message_load``, ``local_costs``) and warms its kernels up before the
+clock starts (``warm_up``).
+"""
+import dataclasses
+
+import numpy as np
+
+from . import kernels
+from .data import build_worker_data, partition_bounds, worker_support
+
+DEFAULT_PARTITION_SECONDS = 1e-3  # virtual compute of 1/n of a user's data, unless costs say
+
+
+class SparseLinearTask:
+    """Coded gradient of a linear model's data term on one worker's sparse rows.
+
+    Messages are vectors on the worker's support (the columns its rows touch);
+    message k is sum_j B[m_k, j] * row_scale * (gradient of partition j).
+    The point and the message being summed are interleaved in one buffer
+    (point[k] next to sum[k]), so the kernel's scatter finds in cache the lines
+    its dot products just read; each finished message is copied out.
+    """
+
+    def __init__(self, worker_data, *, loss="logistic", backend="cython"):
+        self.worker_data = worker_data
+        self.support = worker_data.support
+        self.loss = loss
+        self.backend = backend
+        self.message_lengths = [len(self.support)] * len(worker_data.message_plan)
+        pairs = np.zeros(2 * len(self.support))
+        self.point, self._sum = pairs[0::2], pairs[1::2]
+
+    def run(self, point, outs):
+        """Fill outs[k] with message k at `point` (values on the support)."""
+        if point is not self.point:
+            self.point[:] = point
+        blocks = self.worker_data.blocks
+        for index, plan in enumerate(self.worker_data.message_plan):
+            self._sum[:] = 0.0
+            for block_index, row_weight in plan:
+                block = blocks[block_index]
+                kernels.coded_gradient(
+                    block.indptr, block.indices, block.data, block.y, row_weight,
+                    self.point, self._sum, loss=self.loss, backend=self.backend,
+                )
+                yield None
+            outs[index][:] = self._sum
+            yield index
+
+
+class DenseGradientTask:
+    """Coded combination of user-supplied per-partition gradients (dense vectors).
+
+    ``partition_gradient(j, point)`` returns the gradient of partition j at
+    the point, as a vector on this task's support.
+    """
+
+    def __init__(self, partition_gradient, code, worker, support):
+        self.partition_gradient = partition_gradient
+        self.code = code
+        self.support = support
+        self.messages = code.messages_of(worker)
+        self.message_lengths = [len(support)] * len(self.messages)
+        self.point = np.empty(len(support))
+
+    def run(self, point, outs):
+        """Fill outs[k] with message k at `point` (values on the support)."""
+        B = self.code.B
+        for index, message in enumerate(self.messages):
+            out = outs[index]
+            out[:] = 0.0
+            for j in np.flatnonzero(B[message]):
+                out += B[message, j] * self.partition_gradient(int(j), point)
+                yield None
+            yield index
+
+
+def warm_up(task):
+    """Run a task once at the zero point: compiles and loads its kernels."""
+    outs = [np.zeros(length) for length in task.message_lengths]
+    for _ in task.run(np.zeros(len(task.support)), outs):
+        pass
+
+
+class SparseLinearProblem:
+    """A linear model's data term on CSR rows, split into contiguous row ranges.
+
+    Parameters
+    ----------
+    X : scipy.sparse.csr_matrix
+        Rows in canonical CSR form (float64, sorted int32 indices).
+    y : ndarray
+        Labels: {-1, +1} for the logistic loss, real values for the squared one.
+    loss : {"logistic", "squared"}
+        The gradient is that of mean_i loss(x_i . w, y_i).
+    backend : str
+        Compute kernels (gc_fast.kernels.BACKENDS).
+    """
+
+    def __init__(self, X, y, loss="logistic", backend="cython"):
+        self.X = X
+        self.y = y
+        self.loss = loss
+        self.backend = backend
+        self.n_features = X.shape[1]
+        self.bounds = None
+
+    def bind(self, code):
+        """Split the rows into code.n_partitions ranges; ValueError if there are too few."""
+        n_rows = self.X.shape[0]
+        if code.n_partitions > n_rows:
+            raise ValueError(f"{code.n_partitions} partitions (one per worker) need at least "
+                             f"{code.n_partitions} samples, got {n_rows} sample"
+                             f"{'s' if n_rows != 1 else ''} (rows): use fewer workers or more rows")
+        self.bounds = partition_bounds(n_rows, code.n_partitions)
+
+    def supports(self, code):
+        """Per worker, the columns its rows touch."""
+        return [worker_support(self.X, self.bounds, code.partitions_of(w))
+                for w in range(code.n_workers)]
+
+    def task(self, code, worker):
+        """Worker `worker`'s rows and message plan as a SparseLinearTask."""
+        data = build_worker_data(self.X, self.y, self.bounds, code, worker,
+                                 row_scale=1.0 / self.X.shape[0])
+        return SparseLinearTask(data, loss=self.loss, backend=self.backend)
+
+    def message_load(self, code):
+        """(non-zeros, fraction of the rows) each message covers, for the virtual clock."""
+        covers = (code.B != 0).astype(np.float64)
+        nonzeros = np.diff(self.X.indptr[self.bounds]).astype(np.float64)
+        return covers @ nonzeros, covers @ (np.diff(self.bounds) / self.X.shape[0])
+
+    def local_costs(self, costs):
+        """The virtual clock costs this problem's kernels per non-zero, as calibrated."""
+        return costs
+
+    warm_up = staticmethod(warm_up)
+
+
+class DenseProblem:
+    """User-supplied partition gradients, as dense vectors.
+
+    Parameters
+    ----------
+    partition_gradient : callable
+        ``partition_gradient(j, w)``: the gradient of partition j at w, an
+        array of w's shape.
+    n_features : int
+        Length of w.
+    support : sequence of index arrays, optional
+        Per partition, where its gradient can be non-zero: partition j's
+        gradient is zero outside support[j] and depends on w only through
+        w[support[j]]. Worker w then receives and sends only the union of its
+        partitions' supports; partition_gradient still gets a full-length w
+        (zero outside that union) and returns a full-length gradient.
+    """
+
+    def __init__(self, partition_gradient, n_features, support=None):
+        if not callable(partition_gradient):
+            raise ValueError("partition_gradient must be a callable (j, w) -> gradient array")
+        self.partition_gradient = partition_gradient
+        self.n_features = int(n_features)
+        self.partition_support = None if support is None else self._check_support(support)
+
+    def _check_support(self, support):
+        normalised = []
+        for j, indices in enumerate(support):
+            indices = np.unique(np.asarray(indices, dtype=np.int64).ravel())
+            if indices.size and (indices[0] < 0 or indices[-1] >= self.n_features):
+                raise ValueError(f"support[{j}] must hold indices in [0, {self.n_features}), "
+                                 f"got {indices[0]}..{indices[-1]}")
+            normalised.append(indices)
+        return normalised
+
+    def bind(self, code):
+        """Check the problem fits `code` (one support per partition)."""
+        if (self.partition_support is not None
+                and len(self.partition_support) != code.n_partitions):
+            raise ValueError(f"support must hold one index array per partition: "
+                             f"{code.n_partitions}, got {len(self.partition_support)}")
+
+    def _worker_support(self, code, worker):
+        if self.partition_support is None:
+            return np.arange(self.n_features, dtype=np.int64)
+        chunks = [self.partition_support[j] for j in code.partitions_of(worker)]
+        return np.unique(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64)
+
+    def supports(self, code):
+        """Per worker, the coordinates it receives and sends."""
+        return [self._worker_support(code, w) for w in range(code.n_workers)]
+
+    def _gradient(self, j, w):
+        gradient = np.asarray(self.partition_gradient(j, w), dtype=np.float64)
+        if gradient.shape != (self.n_features,):
+            raise ValueError(f"partition_gradient({j}, w) returned shape {gradient.shape}; it "
+                             f"must return the gradient as an array of shape ({self.n_features},)")
+        return gradient
+
+    def task(self, code, worker):
+        """Worker `worker`'s task: its coded messages on its support."""
+        support = self._worker_support(code, worker)
+        if self.partition_support is None:
+            return DenseGradientTask(self._gradient, code, worker, support)
+        full_point = np.zeros(self.n_features)
+
+        def gradient_on_support(j, point):
+            full_point[support] = point
+            return self._gradient(j, full_point)[support]
+
+        return DenseGradientTask(gradient_on_support, code, worker, support)
+
+    def message_load(self, code):
+        """(non-zeros, fraction of the data) each message covers: equal partitions, no nnz."""
+        fraction = np.count_nonzero(code.B, axis=1) / code.n_partitions
+        return np.zeros(code.n_messages), fraction
+
+    def local_costs(self, costs):
+        """User gradients are costed per share of the data (costs.partition_seconds)."""
+        if costs.partition_seconds is None:
+            return dataclasses.replace(costs, partition_seconds=DEFAULT_PARTITION_SECONDS)
+        return costs
+
+    def warm_up(self, task):
+        """Nothing to compile: user gradients are not called before the clock starts."""

@@ -1,0 +1,684 @@
+"""Moving points and messages between the master and the workers: the only MPI code.
+
+Rank 0 is the master, rank w+1 is worker w. Two transports carry the same
+protocol, every message buffer-based (no pickling on the hot path):
+
+- ``MessageTransport`` (any number of hosts; survives dead workers under
+  ULFM): master -> worker, the query point restricted to the worker's
+  support, tag = iteration (mod the tag range); worker -> master, message k
+  of iteration t, tag = 2 t + k (mod the tag range).
+- ``SharedMemoryTransport`` (every rank on one node): the point and every
+  message slot live in one MPI-3 shared-memory window; the same messages,
+  with the same tags, are zero-length notifications, and nothing is copied
+  between ranks.
+
+A zero-length STOP ends the run; each worker answers with DONE, then a STATS
+message. The master keeps exactly one receive posted per worker (any tag). A
+worker's messages arrive in the order it sent them (MPI's non-overtaking
+rule), so a late message lands before that worker's current one and is
+recognised as stale by its tag, counted and dropped; the same order makes the
+STOP/DONE handshake drain everything in flight.
+
+Waiting ranks never spin in MPI's progress engine: they poll with Test and
+sleep with a short exponential back-off, so ranks that compute keep the CPU.
+
+Dead workers: under an MPI with ULFM fault tolerance (Open MPI 5 started with
+``mpirun --with-ft ulfm``), a worker that dies makes pending operations fail
+with MPI_ERR_PROC_FAILED instead of ending the job. The master transport asks
+MPI which ranks failed, stops sending to them and reports them to the driver
+(``on_deaths``), which decides whether the survivors can still decode. Under
+MPICH the launcher ends the whole job when a rank dies.
+"""
+import os
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+
+import numpy as np
+from mpi4py import MPI
+
+from . import kernels, schedule
+
+POLL_MIN_SLEEP = 2e-5
+POLL_MAX_SLEEP = 5e-4
+MASTER_MAX_SLEEP = 1e-4  # the master is on the critical path: it looks more often
+ABORT_GRACE_SECONDS = 0.5
+ERROR_BYTES = 1024
+STATS_FIELDS = ("messages_sent", "abandoned", "rss_start_bytes", "rss_end_bytes", "cpu_seconds",
+                "nice")
+
+
+def world():
+    """MPI.COMM_WORLD, for modules that do not import mpi4py themselves."""
+    return MPI.COMM_WORLD
+
+
+def fault_tolerant():
+    """True under an MPI that survives dead ranks: Open MPI started with --with-ft ulfm."""
+    return ("Open MPI" in MPI.Get_library_version()
+            and os.environ.get("OMPI_MCA_mpi_ft_enable", "").lower() in ("1", "true", "yes"))
+
+
+def exit_without_finalize(code):
+    """End this process now, skipping MPI_Finalize. For fault-tolerant runs: once ranks
+    have died, Open MPI's finalize can wait forever in a fence that counts the dead
+    (open-mpi/ompi#11404), and a worker cannot know whether another worker died."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _process_failure(error):
+    """Whether an MPI.Exception reports a dead process (ULFM error classes)."""
+    names = ("ERR_PROC_FAILED", "ERR_PROC_FAILED_PENDING", "ERR_REVOKED")
+    return error.Get_error_class() in {getattr(MPI, name) for name in names if hasattr(MPI, name)}
+
+
+def failed_ranks(comm):
+    """Ranks of comm the MPI library knows to be dead (empty without ULFM support)."""
+    try:
+        group = comm.Get_failed()
+    except (NotImplementedError, MPI.Exception):
+        return []
+    try:
+        ranks = MPI.Group.Translate_ranks(group, list(range(group.Get_size())), comm.Get_group())
+        return [r for r in ranks if r != MPI.UNDEFINED]
+    finally:
+        group.Free()
+
+
+class _Backoff:
+    """Sleeps a little longer each time nothing happened, up to `longest` seconds."""
+
+    def __init__(self, longest=POLL_MAX_SLEEP):
+        self.pause = POLL_MIN_SLEEP
+        self.longest = longest
+
+    def wait(self, at_most=np.inf):
+        time.sleep(min(self.pause, at_most))
+        self.pause = min(2.0 * self.pause, self.longest)
+
+
+def _test_or_failed(request):
+    """request.Test(), where a send to a dead process counts as completed (it has failed)."""
+    try:
+        return request.Test()
+    except MPI.Exception as error:
+        if not _process_failure(error):
+            raise
+        return True
+
+
+def wait_all(requests, *, dead_ok=False):
+    """Complete all requests without spinning; with dead_ok, one that failed because its
+    peer died counts as complete."""
+    backoff = _Backoff()
+    if dead_ok:
+        while not all([_test_or_failed(request) for request in requests]):
+            backoff.wait()
+    else:
+        while not MPI.Request.Testall(requests):
+            backoff.wait()
+
+
+def barrier(comm):
+    """MPI barrier that sleeps instead of spinning while other ranks work."""
+    wait_all([comm.Ibarrier()])
+
+
+def broadcast(comm, buffer, root=0):
+    """Copy root's numpy `buffer` into every rank's `buffer` (buffer-based); never spins."""
+    wait_all([comm.Ibcast(buffer, root=root)])
+
+
+def gather_errors(comm, message):
+    """Every rank's error message (or None), known on every rank; never spins.
+
+    Buffer-based: each rank contributes a fixed-size UTF-8 field, so ranks
+    that failed early wait asleep for the ones still setting up.
+    """
+    mine = np.zeros(ERROR_BYTES, dtype=np.uint8)
+    if message:
+        encoded = message.encode("utf-8")[:ERROR_BYTES - 1] or b"?"
+        mine[:len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
+    everyone = np.zeros((comm.Get_size(), ERROR_BYTES), dtype=np.uint8)
+    wait_all([comm.Iallgather([mine, MPI.BYTE], [everyone, MPI.BYTE])])
+    return [bytes(row).rstrip(b"\0").decode("utf-8", "replace") or None for row in everyone]
+
+
+def broadcast_text(comm, text, root=0):
+    """Root's `text` (at most ERROR_BYTES - 1 bytes of UTF-8) on every rank; never spins."""
+    buffer = np.zeros(ERROR_BYTES, dtype=np.uint8)
+    if comm.Get_rank() == root and text:
+        encoded = text.encode("utf-8")[:ERROR_BYTES - 1]
+        buffer[:len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
+    broadcast(comm, buffer, root=root)
+    return bytes(buffer).rstrip(b"\0").decode("utf-8", "replace")
+
+
+@contextmanager
+def abort_on_error(comm):
+    """An unexpected exception on one rank ends every rank, instead of leaving the others
+    waiting forever."""
+    try:
+        yield
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE_SECONDS)  # mpiexec forwards our stderr before it tears the job down
+        comm.Abort(1)
+        raise
+
+
+def _tag_range(comm):
+    """(iteration period, STOP tag, DONE tag, STATS tag): the top tags are reserved."""
+    tag_ub = comm.Get_attr(MPI.TAG_UB)
+    return (tag_ub - 3) // 2, tag_ub, tag_ub - 1, tag_ub - 2
+
+
+class _SendPool:
+    """Send buffers of one length: a buffer is reused only once its Isend has completed."""
+
+    def __init__(self, length):
+        self.length = length
+        self.in_flight = []  # (request, buffer)
+        self.free = []
+
+    def acquire(self):
+        pending = []
+        for request, buffer in self.in_flight:
+            if _test_or_failed(request):
+                self.free.append(buffer)
+            else:
+                pending.append((request, buffer))
+        self.in_flight = pending
+        return self.free.pop() if self.free else np.empty(self.length, dtype=np.float64)
+
+    def sent(self, request, buffer):
+        self.in_flight.append((request, buffer))
+
+    def requests(self):
+        return [request for request, _ in self.in_flight]
+
+
+def connect(comm, code, n_features, *, message_ptr=None, priorities="auto",
+            shared_memory="auto"):
+    """Collective, once before the first iteration: rank the workers' CPU priority, and
+    return the SharedMemoryWindow for this run, or None for point-to-point messages.
+
+    priorities: "auto" ranks them (gc_fast.schedule) when this node runs more
+    ranks than this process has cores, "on" always, "off" never. The window is
+    None when `shared_memory` is "off", the ranks span several nodes, or the
+    run is fault-tolerant (ULFM does not promise that windows survive a dead
+    rank). The master passes `message_ptr`, the assembler's message offsets
+    (GradientAssembler.ptr); workers pass None.
+    """
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    rank = comm.Get_rank()
+    if rank != 0 and schedule.wanted(priorities, node.Get_size(), schedule.usable_cores()):
+        position = int(np.flatnonzero(schedule.priority_order(code) == rank - 1)[0])
+        schedule.lower_priority(schedule.worker_nice(position))
+    if shared_memory == "off" or node.Get_size() != comm.Get_size() or fault_tolerant():
+        node.Free()
+        return None
+    return SharedMemoryWindow(node, code, n_features, message_ptr)
+
+
+class SharedMemoryWindow:
+    """The query point and every message slot in one MPI-3 shared-memory window.
+
+    Why no slot is read while it is written: the master reads a worker's slot
+    for iteration t only after that worker's notification for t, and publishes
+    point t+1 only after it has decoded t; a worker writes its slots only for
+    the iteration it is computing, one at a time, after the notification of
+    that point. A worker that reads a point newer than its notification (the
+    master has decoded that iteration without it) sends a stale message,
+    dropped by tag. Win.Sync before each notification and after each received
+    one orders the copies.
+    """
+
+    def __init__(self, node, code, n_features, message_ptr):
+        """Collective over `node` (every rank of the run), whose rank 0 is the master."""
+        self.code = code
+        self.ptr = (np.asarray(message_ptr, dtype=np.int64) if node.Get_rank() == 0
+                    else np.empty(code.n_messages + 1, dtype=np.int64))
+        broadcast(node, self.ptr)
+        total = int(n_features) + int(self.ptr[-1])
+        self.window = MPI.Win.Allocate_shared(8 * total if node.Get_rank() == 0 else 0, 8,
+                                              comm=node)
+        buffer, _ = self.window.Shared_query(0)
+        self.window.Lock_all(MPI.MODE_NOCHECK)  # one passive epoch; Sync orders the copies
+        values = np.frombuffer(buffer, dtype=np.float64, count=total)
+        self.point = values[:n_features]
+        self.messages = values[n_features:]
+
+    def slot(self, message):
+        """Where message `message` is stored (a view into the window)."""
+        return self.messages[self.ptr[message]:self.ptr[message + 1]]
+
+    def sync(self):
+        """Order this rank's window writes or reads against the notifications."""
+        self.window.Sync()
+
+
+class MasterTransport:
+    """The master's side of the protocol over point-to-point MPI messages.
+
+    ``start(iteration, point)`` sends every live worker its share of the
+    point; ``receive(deadline)`` returns the next arrival of this iteration
+    (stale messages are counted and dropped), or None once `deadline` seconds
+    have passed; ``shutdown`` stops the workers and collects their STATS.
+    Messages land in the assembler's slots (one receive posted per worker,
+    straight into the slot of the message it should send next), so the common
+    case copies nothing; a message that lands in the wrong slot (the worker
+    skipped one) is copied to its own.
+
+    Counters: ``bytes_sent``, ``bytes_received``, ``stale`` of the current
+    iteration; ``n_received``, ``n_stale`` over the run; ``last_heard`` (per
+    worker, the newest iteration heard from); ``dead`` (worker -> iteration at
+    which MPI reported it dead). ``on_deaths(dead)`` is called whenever MPI
+    reports new dead workers (it may raise to end the run).
+    """
+
+    readable_on_arrival = True
+    shared_memory = False
+    clock = ""  # wall-clock seconds
+
+    def __init__(self, comm, code, supports, assembler, *, backend="cython", on_deaths=None):
+        self.comm = comm
+        self.code = code
+        self.supports = supports
+        self.assembler = assembler
+        self.backend = backend
+        self.on_deaths = on_deaths or (lambda dead: None)
+        self.period, self.stop_tag, self.done_tag, self.stats_tag = _tag_range(comm)
+        n_workers = code.n_workers
+        self.worker_messages = [list(code.messages_of(w)) for w in range(n_workers)]
+        self.send_pools = [self._point_pool(worker) for worker in range(n_workers)]
+        self.status = MPI.Status()
+        self.expected_index = [0] * n_workers
+        self.requests = [self._post(w, 0) for w in range(n_workers)]
+        self.last_heard = np.full(n_workers, -1, dtype=np.int64)
+        self.n_received = self.n_stale = 0
+        self.bytes_sent = self.bytes_received = self.stale = 0
+        self.dead = {}
+        self.iteration = -1
+        self.started = time.perf_counter()
+        self.stopping = False
+
+    # -- what the two transports do differently
+
+    def _point_pool(self, worker):
+        return _SendPool(len(self.supports[worker]))
+
+    def _receive_buffer(self, worker, index):
+        return self.assembler.message_view(self.worker_messages[worker][index])
+
+    def _publish(self, point):
+        """Hand the point to every live worker; bytes sent."""
+        sent = 0
+        for worker, support in enumerate(self.supports):
+            if worker not in self.dead:
+                buffer = self.send_pools[worker].acquire()
+                kernels.gather(point, support, buffer, backend=self.backend, check=False)
+                sent += 8 * len(support)
+                self._send(worker, buffer, self.iteration % self.period)
+        return sent
+
+    def _landed(self, worker, index, count):
+        """A current message of `worker` has arrived; bytes it brought."""
+        expected = self.expected_index[worker]
+        if index != expected:
+            self._receive_buffer(worker, index)[:] = self._receive_buffer(worker, expected)
+        return count
+
+    # -- the protocol
+
+    def start(self, iteration, point):
+        """Begin `iteration`: send every live worker its share of `point`."""
+        self.iteration = iteration
+        self.started = time.perf_counter()
+        self.bytes_received = self.stale = 0
+        self.bytes_sent = self._publish(point)
+
+    def receive(self, deadline=None):
+        """(message, seconds since the iteration started) of the current iteration's next
+        arrival, or None after `deadline` seconds."""
+        give_up_at = np.inf if deadline is None else self.started + deadline
+        base_tag = 2 * (self.iteration % self.period)
+        while True:
+            worker = self._next_completed(give_up_at)
+            if worker is None:
+                return None
+            count = 8 * self.status.Get_count(MPI.DOUBLE)
+            index = self.status.Get_tag() - base_tag
+            messages = self.worker_messages[worker]
+            self.n_received += 1
+            if not 0 <= index < len(messages):
+                self.stale += 1
+                self.n_stale += 1
+                self.bytes_received += count
+                self.last_heard[worker] = max(self.last_heard[worker], self.iteration - 1)
+                self.requests[worker] = self._post(worker, 0)
+                continue
+            self.last_heard[worker] = self.iteration
+            self.bytes_received += self._landed(worker, index, count)
+            self.requests[worker] = self._post(worker, (index + 1) % len(messages))
+            return messages[index], time.perf_counter() - self.started
+
+    def seconds(self):
+        """Seconds since the current iteration started."""
+        return time.perf_counter() - self.started
+
+    def complete(self, assembler):
+        """Every message the decode uses is in its slot already."""
+
+    def _send(self, worker, buffer, tag):
+        try:
+            request = self.comm.Isend([buffer, MPI.DOUBLE], dest=worker + 1, tag=tag)
+        except MPI.Exception as error:
+            self._on_failure(error)
+            return
+        self.send_pools[worker].sent(request, buffer)
+
+    def _post(self, worker, index):
+        self.expected_index[worker] = index
+        try:
+            return self.comm.Irecv([self._receive_buffer(worker, index), MPI.DOUBLE],
+                                   source=worker + 1, tag=MPI.ANY_TAG)
+        except MPI.Exception as error:
+            self._on_failure(error)
+            return MPI.REQUEST_NULL
+
+    def _on_failure(self, error):
+        """Re-raise `error` unless it reports a dead process; then note the dead. True when
+        MPI named workers not known dead before."""
+        if not _process_failure(error):
+            raise error
+        newly = [r - 1 for r in failed_ranks(self.comm) if r > 0 and r - 1 not in self.dead]
+        for worker in newly:
+            self.dead[worker] = self.iteration
+            self.requests[worker] = MPI.REQUEST_NULL
+            self.send_pools[worker].in_flight = []
+        if newly and not self.stopping:
+            self.on_deaths(self.dead)
+        return bool(newly)
+
+    def _next_completed(self, give_up_at=np.inf):
+        """Worker whose receive completed next, or None once `give_up_at` has passed (or
+        no receive is left to wait for)."""
+        backoff = _Backoff(MASTER_MAX_SLEEP)
+        while True:
+            try:
+                index, completed = MPI.Request.Testany(self.requests, self.status)
+            except MPI.Exception as error:
+                if not self._on_failure(error):
+                    raise  # a failure MPI does not attribute to a dead worker
+                continue
+            if completed:  # index UNDEFINED: no receive left to wait for
+                return None if index == MPI.UNDEFINED else index
+            if time.perf_counter() > give_up_at:
+                return None
+            backoff.wait()
+
+    def shutdown(self, timeout=10.0):
+        """STOP every worker and drain what is in flight until each has said DONE.
+
+        Returns (workers that did not answer within `timeout` seconds, per
+        worker its STATS as a dict of STATS_FIELDS).
+        """
+        self.stopping = True
+        alive = [w for w in range(self.code.n_workers) if w not in self.dead]
+        nothing = np.empty(0)
+        stops = [self.comm.Isend([nothing, MPI.DOUBLE], dest=w + 1, tag=self.stop_tag)
+                 for w in alive]
+        stats = np.zeros((self.code.n_workers, len(STATS_FIELDS)))
+        reports, pending = {}, set(alive)
+        give_up_at = time.perf_counter() + timeout
+        while pending - set(self.dead):
+            worker = self._next_completed(give_up_at)
+            if worker is None:
+                break
+            tag = self.status.Get_tag()
+            if tag == self.done_tag:
+                self.requests[worker] = self.comm.Irecv([stats[worker], MPI.DOUBLE],
+                                                        source=worker + 1, tag=self.stats_tag)
+            elif tag == self.stats_tag:
+                pending.discard(worker)
+                self.requests[worker] = MPI.REQUEST_NULL
+                report = dict(zip(STATS_FIELDS, stats[worker].tolist(), strict=True))
+                reports[worker] = {key: value if key == "cpu_seconds" else int(value)
+                                   for key, value in report.items()}
+            else:
+                self.n_received += 1
+                self.n_stale += 1
+                self.requests[worker] = self._post(worker, 0)
+        pending -= set(self.dead)
+        if not pending:
+            in_flight = [r for pool in self.send_pools for r in pool.requests()]
+            wait_all(stops + in_flight, dead_ok=True)
+        return sorted(pending), reports
+
+
+class SharedMemoryMasterTransport(MasterTransport):
+    """The master's side when every rank shares a node: the optimiser keeps its query
+    point in the window and the assembler stores its messages in the window's slots, so
+    every MPI message is a zero-length notification."""
+
+    shared_memory = True
+
+    def __init__(self, comm, code, supports, assembler, window, optimizer, **options):
+        self.window = window
+        assembler.store_in(window.messages)
+        optimizer.keep_query_point_in(window.point)
+        super().__init__(comm, code, supports, assembler, **options)
+
+    def _point_pool(self, worker):
+        return _SendPool(0)
+
+    def _receive_buffer(self, worker, index):
+        return np.empty(0)
+
+    def _publish(self, point):
+        self.window.sync()  # the optimiser's step wrote the point into the window
+        for worker in range(self.code.n_workers):
+            if worker not in self.dead:
+                self._send(worker, self.send_pools[worker].acquire(), self.iteration % self.period)
+        return 8 * len(point)
+
+    def _landed(self, worker, index, count):
+        self.window.sync()  # the message is in its slot: count what the decode reads
+        return len(self.assembler.message_view(self.worker_messages[worker][index])) * 8
+
+
+class WorkerTransport:
+    """A worker's side of the protocol over point-to-point MPI messages.
+
+    ``next_point()`` sleeps until a point (or STOP) has arrived and returns
+    the newest one, skipping older ones, as (iteration, values) or None for
+    STOP; ``interrupted()`` tells whether a newer point (or STOP) has arrived
+    meanwhile, and ``sleep(seconds)`` waits unless one does. ``buffers()``
+    gives the buffers to compute the messages into, ``send`` sends one, and
+    ``finish(stats)`` reports at STOP. Points arrive in two buffers used in
+    turn, so the one being computed on is never overwritten.
+    """
+
+    def __init__(self, comm, task):
+        self.comm = comm
+        self.task = task
+        self.period, self.stop_tag, self.done_tag, self.stats_tag = _tag_range(comm)
+        self.points = self.inbox = self._inboxes()
+        self.send_pools = [self._message_pool(length) for length in task.message_lengths]
+        self.status = MPI.Status()
+        self.slot = 0
+        self.request = comm.Irecv([self.inbox[0], MPI.DOUBLE], source=0, tag=MPI.ANY_TAG)
+        self.ready = False  # the posted receive has completed (its status is in self.status)
+
+    def _poll(self):
+        """Whether the posted receive has completed; Test only while it has not."""
+        if not self.ready:
+            self.ready = self.request.Test(self.status)
+        return self.ready
+
+    def _inboxes(self):
+        return [np.empty(len(self.task.support)), np.empty(len(self.task.support))]
+
+    def _message_pool(self, length):
+        return _SendPool(length)
+
+    def _take(self):
+        """The completed receive's (tag, point); repost into the other buffer unless STOP."""
+        tag = self.status.Get_tag()
+        point = self.points[self.slot]
+        self.ready = False
+        if tag != self.stop_tag:
+            self.slot ^= 1
+            self.request = self.comm.Irecv([self.inbox[self.slot], MPI.DOUBLE],
+                                           source=0, tag=MPI.ANY_TAG)
+        return tag, point
+
+    def next_point(self):
+        """The newest (iteration tag, point) that has arrived, or None for STOP."""
+        self.sleep(np.inf)
+        tag, point = self._take()
+        while tag != self.stop_tag and self._poll():
+            tag, point = self._take()
+        return None if tag == self.stop_tag else (tag, point)
+
+    def interrupted(self):
+        """Whether a newer point (or STOP) has arrived."""
+        return self._poll()
+
+    def sleep(self, seconds):
+        """Sleep up to `seconds` (inf allowed); True as soon as a newer point arrives."""
+        wake_at = time.perf_counter() + seconds
+        backoff = _Backoff()
+        while True:
+            if self._poll():
+                return True
+            remaining = wake_at - time.perf_counter()
+            if remaining <= 0:
+                return False
+            backoff.wait(remaining)
+
+    def load(self, point):
+        """Make `point` (from next_point) the task's input; the point to compute at."""
+        return point
+
+    def buffers(self):
+        """Buffers to compute this iteration's messages into, in send order."""
+        return [pool.acquire() for pool in self.send_pools]
+
+    def send(self, iteration, index, buffers):
+        """Send message `index` (in send order) of `iteration`, computed into buffers[index]."""
+        self._send(index, buffers[index], 2 * (iteration % self.period) + index)
+
+    def _send(self, index, payload, tag):
+        request = self.comm.Isend([payload, MPI.DOUBLE], dest=0, tag=tag)
+        self.send_pools[index].sent(request, payload)
+
+    def release(self, indices, buffers):
+        """Messages `indices` were not sent: their buffers go back to the pool."""
+        for index in indices:
+            self.send_pools[index].free.append(buffers[index])
+
+    def finish(self, stats):
+        """At STOP: send DONE, then `stats` (float64, STATS_FIELDS), and wait for all sends."""
+        done = self.comm.Isend([np.empty(0), MPI.DOUBLE], dest=0, tag=self.done_tag)
+        report = self.comm.Isend([stats, MPI.DOUBLE], dest=0, tag=self.stats_tag)
+        wait_all([done, report] + [r for pool in self.send_pools for r in pool.requests()])
+
+
+class SharedMemoryWorkerTransport(WorkerTransport):
+    """A worker's side when every rank shares a node: it gathers its point from the
+    window, computes its messages straight into their slots, and every MPI message is a
+    zero-length notification."""
+
+    def __init__(self, comm, task, window, worker, *, backend="cython"):
+        self.window = window
+        self.backend = backend
+        self.slots = [window.slot(m) for m in window.code.messages_of(worker)]
+        if [len(slot) for slot in self.slots] != list(task.message_lengths):
+            raise ValueError(f"worker {worker}: the master's message slots have lengths "
+                             f"{[len(slot) for slot in self.slots]}, the task's messages "
+                             f"{list(task.message_lengths)}: master and workers split the data "
+                             f"differently")
+        support = task.support
+        fits_int32 = len(support) == 0 or support.max() <= np.iinfo(np.int32).max
+        self.support = support.astype(np.int32 if fits_int32 else np.int64)  # half the traffic
+        super().__init__(comm, task)
+        self.points = [task.point] * 2
+
+    def _inboxes(self):
+        return [np.empty(0)] * 2
+
+    def _message_pool(self, length):
+        return _SendPool(0)
+
+    def load(self, point):
+        self.window.sync()
+        kernels.gather(self.window.point, self.support, point, backend=self.backend, check=False)
+        return point
+
+    def buffers(self):
+        return self.slots
+
+    def send(self, iteration, index, buffers):
+        self.window.sync()  # the message is in its slot already
+        self._send(index, self.send_pools[index].acquire(), 2 * (iteration % self.period) + index)
+
+    def release(self, indices, buffers):
+        """Nothing to give back: the slots are the window's."""
+
+
+def pingpong(comm, sizes, think_seconds, *, repeats=30, poll_seconds=0.3):
+    """Wall and CPU time of messages between ranks 0 and 1, waited for as the loops here wait.
+
+    First each rank waits poll_seconds for a message (its CPU time over that
+    wait: the polling load). Then for each think time and size: rank 0
+    sleeps `think`, sends, waits for the reply; rank 1 waits, sleeps `think`,
+    replies. Returns on rank 0 {"poll_load": [per rank], "rounds": [per
+    (think, bytes): median one-way wall seconds and each rank's median CPU
+    seconds per round]}, None on rank 1. For the simulator's calibration.
+    """
+    rank = comm.Get_rank()
+    token = np.zeros(1)
+    poll_load = []
+    for waiting in (0, 1):
+        cpu = time.process_time()
+        if rank == waiting:
+            wait_all([comm.Irecv([token, MPI.DOUBLE], source=1 - rank, tag=3)])
+            poll_load.append((time.process_time() - cpu) / poll_seconds)
+        else:
+            time.sleep(poll_seconds)
+            wait_all([comm.Isend([token, MPI.DOUBLE], dest=1 - rank, tag=3)])
+    rounds = []
+    for think in think_seconds:
+        for size in sizes:
+            walls, cpus = _pingpong_rounds(comm, np.zeros(size // 8), think, repeats)
+            both = comm.gather(float(np.median(cpus[2:])), root=0)
+            if rank == 0:
+                rounds.append({"think": think, "bytes": size,
+                               "one_way": float(np.median(walls[2:])), "cpu": both})
+    loads = comm.gather(poll_load[0], root=0)
+    return {"poll_load": loads, "rounds": rounds} if rank == 0 else None
+
+
+def _pingpong_rounds(comm, buffer, think, repeats):
+    """(one-way wall seconds on rank 0, CPU seconds) of repeats + 2 round trips."""
+    walls, cpus = [], []
+    for _ in range(repeats + 2):
+        cpu = time.process_time()
+        if comm.Get_rank() == 0:
+            time.sleep(think)
+            started = time.perf_counter()
+            wait_all([comm.Isend([buffer, MPI.DOUBLE], dest=1, tag=1)])
+            wait_all([comm.Irecv([buffer, MPI.DOUBLE], source=1, tag=2)])
+            walls.append((time.perf_counter() - started - think) / 2)
+        else:
+            wait_all([comm.Irecv([buffer, MPI.DOUBLE], source=0, tag=1)])
+            time.sleep(think)
+            wait_all([comm.Isend([buffer, MPI.DOUBLE], dest=0, tag=2)])
+        cpus.append(time.process_time() - cpu)
+    return walls, cpus
