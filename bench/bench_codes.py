@@ -159,7 +159,7 @@ def main():
     for scheme, n, s, cold, cached in speed_rows():
         print(f"{scheme:<6} {n:>5} {s:>3} {cold * 1e6:>10.1f} {cached * 1e6:>10.2f}")
     for n, s in ((100, 10), (1000, 10)):
-        seconds = _best_seconds(lambda: codes.make_code("crc", n, s), rounds=1)
+        seconds = _best_seconds(lambda n=n, s=s: codes.make_code("crc", n, s), rounds=1)
         print(f"building the default crc code at n={n}, s={s}: {seconds:.2f} s")
 
 

@@ -67,7 +67,7 @@ class WorkerBlock:
 
         self.X = sp.vstack(slices, format="csr")
         self.y = np.concatenate([y[bounds[j]:bounds[j + 1]] for j in partitions])
-        self.row_weight = np.concatenate([np.full(part.shape[0], c) for part, c in zip(slices, coefficients)])
+        self.row_weight = np.concatenate([np.full(part.shape[0], c) for part, c in zip(slices, coefficients, strict=True)])
         self.nnz = self.X.nnz
 
         self.support = np.unique(self.X.indices).astype(np.int64)
@@ -78,7 +78,7 @@ class WorkerBlock:
                 y[bounds[j]:bounds[j + 1]].copy(),
                 np.full(part.shape[0], c),
             )
-            for j, part, c in zip(partitions, slices, coefficients)
+            for j, part, c in zip(partitions, slices, coefficients, strict=True)
         ]
         self.w_local = np.empty(len(self.support))
         self.out = np.empty(len(self.support))
@@ -116,7 +116,7 @@ class DecodeProblem:
         self.values = rng.standard_normal(len(self.idx))
         self.coef = rng.standard_normal(n_workers)
         self.coef[rng.integers(n_workers)] = 0.0  # one straggler
-        self.entries = int(sum(len(s) for s, c in zip(supports, self.coef) if c != 0.0))
+        self.entries = int(sum(len(s) for s, c in zip(supports, self.coef, strict=True) if c != 0.0))
         self.out = np.zeros(X.shape[1])
         self.dense = np.zeros((n_workers, X.shape[1]))  # the paper's full-width message buffers
         for i, support in enumerate(supports):

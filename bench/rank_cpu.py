@@ -43,7 +43,7 @@ def main():
     print(f"options: {' '.join(args.trainer_options) or '(defaults)'}; {args.workers} workers, {cores} cores")
     print(f"master: {master:.2f} ms CPU per iteration")
     print("workers (nice): " + ", ".join(f"{cpu:.2f} ({w['nice']})"
-                                         for cpu, w in zip(workers, summary["worker_stats"])))
+                                         for cpu, w in zip(workers, summary["worker_stats"], strict=True)))
     print(f"workers together: {sum(workers):.2f} ms")
     total = master + sum(workers)
     print(f"all ranks: {total:.2f} ms CPU per {wall:.2f} ms iteration "

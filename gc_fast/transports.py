@@ -511,7 +511,7 @@ class WorkerTransport:
         self.points = self.inbox = self._inboxes()
         self.send_pools = [self._message_pool(length) for length in task.message_lengths]
         self.status = MPI.Status()
-        self.slot = 0
+        self.inbox_index = 0  # which of the two point buffers the posted receive fills
         self.request = comm.Irecv([self.inbox[0], MPI.DOUBLE], source=0, tag=MPI.ANY_TAG)
         self.ready = False  # the posted receive has completed (its status is in self.status)
 
@@ -530,11 +530,11 @@ class WorkerTransport:
     def _take(self):
         """The completed receive's (tag, point); repost into the other buffer unless STOP."""
         tag = self.status.Get_tag()
-        point = self.points[self.slot]
+        point = self.points[self.inbox_index]
         self.ready = False
         if tag != self.stop_tag:
-            self.slot ^= 1
-            self.request = self.comm.Irecv([self.inbox[self.slot], MPI.DOUBLE],
+            self.inbox_index ^= 1
+            self.request = self.comm.Irecv([self.inbox[self.inbox_index], MPI.DOUBLE],
                                            source=0, tag=MPI.ANY_TAG)
         return tag, point
 

@@ -15,7 +15,9 @@ def assembled(code, supports, n_features, partition_gradients, arrivals, storage
         assembler.store_in(storage)
     gradient = np.full(n_features, np.nan)
     assembler.start(gradient if running else None)
-    for used, message in enumerate(arrivals, start=1):
+    used = 0
+    for message in arrivals:
+        used += 1
         worker = code.message_worker[message]
         coded = sum(code.B[message, j] * partition_gradients[j] for j in range(code.n_partitions))
         assembler.message_view(message)[:] = coded[supports[worker]]

@@ -339,7 +339,7 @@ def test_worker_data_reconstructs_rows_and_plan(make_data, code):
             assert np.array_equal(block.y, y[start:stop])
         messages = code.messages_of(worker)
         assert len(worker_data.message_plan) == len(messages)
-        for message, plan in zip(messages, worker_data.message_plan):
+        for message, plan in zip(messages, worker_data.message_plan, strict=True):
             used = {worker_data.blocks[b].partition for b, _ in plan}
             assert used == set(np.flatnonzero(code.B[message]))
             for b, row_weight in plan:

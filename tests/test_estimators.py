@@ -106,7 +106,7 @@ def test_local_mode_times_are_the_simulators(delay):
     times, arrival = simulate_iterations(workload, costs, straggler_delays(delay_model, 0, 30, 4),
                                          compute_factor=compute_factors(delay_model, 4), code=code)
     np.testing.assert_allclose(model.result_.times, times, rtol=1e-12)
-    for record, row in zip(model.history_, arrival):
+    for record, row in zip(model.history_, arrival, strict=True):
         np.testing.assert_array_equal(record["arrival"][record["used"]], row[record["used"]])
 
 
