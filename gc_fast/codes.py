@@ -404,14 +404,35 @@ class PartialStragglerCode(GradientCode):
 def make_code(scheme, n_workers, n_stragglers, *, n_partitions=None, seed=0, **options):
     """Build the gradient code `scheme` for n_workers workers tolerating n_stragglers.
 
-    scheme: one of SCHEMES. n_partitions: default n_workers (n(P - s) for the
-    partial schemes); a multiple of the default is also accepted (of
-    n/(s + 1) for frc): every partition of the base code becomes a group of
-    consecutive partitions with the same coefficient. seed: the random
-    construction's draw. options: construction (crc, partial-crc; one of
-    CONSTRUCTIONS), partitions_per_worker (partial schemes; >= s + 2, default
-    s + 2), cache_size (decode-cache entries, default 4096; 0 disables it).
-    Invalid parameters raise ValueError with a one-line message.
+    Parameters
+    ----------
+    scheme : str
+        One of SCHEMES (module docstring).
+    n_workers : int
+        n, the workers.
+    n_stragglers : int
+        s, the stragglers tolerated (0 for naive).
+    n_partitions : int, optional
+        Default n_workers (n(P - s) for the partial schemes); a multiple of the
+        default is also accepted (of n/(s + 1) for frc): every partition of the
+        base code becomes a group of consecutive partitions with the same
+        coefficient.
+    seed : int
+        The random construction's draw.
+    **options
+        construction (crc, partial-crc; one of CONSTRUCTIONS),
+        partitions_per_worker (partial schemes; >= s + 2, default s + 2),
+        cache_size (decode-cache entries, default 4096; 0 disables it).
+
+    Returns
+    -------
+    GradientCode
+        Its B, placement (partitions_of, messages_of) and decoder (decode).
+
+    Raises
+    ------
+    ValueError
+        Invalid parameters, with a one-line message.
     """
     params = _validate(scheme, n_workers, n_stragglers, n_partitions, seed, options)
     n, s, k = params["n_workers"], params["n_stragglers"], params["n_partitions"]

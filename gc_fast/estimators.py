@@ -108,18 +108,45 @@ class GradientCodedLogisticRegression(ClassifierMixin, _GradientCodedLinearModel
     Minimises mean_i log(1 + exp(-y_i x_i.w)) + (l2/2)||w||^2 with the two
     classes of y mapped to -1 (classes_[0]) and +1 (classes_[1]).
 
-    Parameters: scheme ("naive", "ignore", "frc", "crc", "partial-frc",
-    "partial-crc"), n_stragglers (s; naive uses 0), n_workers (local mode,
-    default 4; under MPI the workers are ranks 1..size-1), l2, max_iter
-    (iterations, no early stopping), optimizer ("nag" or "gd"), lr (default
-    1/L, L = 0.25 sigma_max(X)^2 / n_samples + l2), fit_intercept, delay (a
-    gc_fast.stragglers spec; virtual time in local mode), random_state (code
-    construction and delay draws), backend (compute kernels), local (None:
-    auto, True: always local, False: require MPI).
+    Parameters
+    ----------
+    scheme : {"crc", "frc", "naive", "ignore", "partial-frc", "partial-crc"}
+        The gradient code.
+    n_stragglers : int
+        s, the stragglers tolerated (naive uses 0).
+    n_workers : int, optional
+        Workers of local mode (default 4); under MPI the workers are ranks
+        1..size-1.
+    l2 : float
+        L2 weight.
+    max_iter : int
+        Iterations (no early stopping).
+    optimizer : {"nag", "gd"}
+    lr : float, optional
+        Step size; default 1/L, L = 0.25 sigma_max(X)^2 / n_samples + l2.
+    fit_intercept : bool
+        Append a column of ones (its weight is regularised too).
+    delay : str
+        A gc_fast.stragglers spec; virtual time in local mode.
+    random_state : int, RandomState or None
+        Code construction and delay draws.
+    backend : {"cython", "numba", "reference"}
+        Compute kernels.
+    local : {None, True, False}
+        None: MPI under mpirun, else local; True: always local; False:
+        require MPI.
 
-    Fitted attributes: classes_, coef_ (1, n_features), intercept_ (1,),
-    n_iter_, history_ (per-iteration records, see gc_fast.api.RunResult),
-    lr_, result_ (the RunResult), n_features_in_.
+    Attributes
+    ----------
+    classes_ : ndarray of shape (2,)
+    coef_ : ndarray of shape (1, n_features)
+    intercept_ : ndarray of shape (1,)
+    n_iter_ : int
+    history_ : list of dict
+        Per-iteration records (gc_fast.driver.RunResult.history).
+    lr_ : float
+    result_ : gc_fast.driver.RunResult
+    n_features_in_ : int
     """
 
     _loss = "logistic"
@@ -167,10 +194,18 @@ class GradientCodedLinearRegression(RegressorMixin, _GradientCodedLinearModel):
 
     Minimises mean_i 0.5 (x_i.w - y_i)^2 + (l2/2)||w||^2: the same minimiser
     as sklearn.linear_model.Ridge(alpha=l2 * n_samples, fit_intercept=False).
-    Parameters as GradientCodedLogisticRegression (lr default 1/L with
-    L = sigma_max(X)^2 / n_samples + l2). Fitted attributes: coef_
-    (n_features,), intercept_ (float), n_iter_, history_, lr_, result_,
-    n_features_in_.
+
+    Parameters
+    ----------
+    As GradientCodedLogisticRegression, except lr: default 1/L with
+    L = sigma_max(X)^2 / n_samples + l2.
+
+    Attributes
+    ----------
+    coef_ : ndarray of shape (n_features,)
+    intercept_ : float
+    n_iter_, history_, lr_, result_, n_features_in_
+        As GradientCodedLogisticRegression.
     """
 
     _loss = "squared"
