@@ -401,7 +401,7 @@ def plot_time_per_iteration(results, path):
     fig, axes = plt.subplots(1, len(workers), figsize=(6.2 * len(workers), 4.2), squeeze=False,
                              sharey=True)
     width = 0.8 / len(schemes)
-    for ax, n in zip(axes[0], workers, strict=False):
+    for ax, n in zip(axes[0], workers, strict=True):
         for k, scheme in enumerate(schemes):
             xs, means, errors, lows, highs = [], [], [], [], []
             for i, s in enumerate(stragglers):
@@ -520,7 +520,7 @@ def plot_arrivals(results, path):
     fig, axes = plt.subplots(len(panels), 1, figsize=(11, 1.0 + 0.33 * n * len(panels)), squeeze=False)
     cmap = plt.get_cmap("viridis").copy()
     cmap.set_bad("#dddddd")
-    for ax, (run, arrival, state, delayed) in zip(axes[:, 0], panels, strict=False):
+    for ax, (run, arrival, state, delayed) in zip(axes[:, 0], panels, strict=True):
         T = arrival.shape[1]
         image = ax.imshow(arrival, aspect="auto", cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest",
                           extent=(-0.5, T - 0.5, n + 0.5, 0.5))
