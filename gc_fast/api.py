@@ -21,7 +21,8 @@ import sys
 
 import numpy as np
 
-from .driver import RunResult, Settings, check_integer, solve
+from .codes import check_integer
+from .driver import RunResult, Settings, solve
 from .problems import DenseProblem
 
 __all__ = ["run", "RunResult", "resolve_comm"]

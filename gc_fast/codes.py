@@ -577,8 +577,8 @@ def _validate(scheme, n_workers, n_stragglers, n_partitions, seed, options):
     if unknown:
         raise ValueError(f"unknown option {unknown[0]!r} for scheme {scheme!r}; valid options: "
                          f"{', '.join(sorted(_OPTIONS[scheme]))}")
-    n = _integer("n_workers", n_workers, 1, "an integer >= 1")
-    s = _integer("n_stragglers", n_stragglers, 0, f"an integer in [0, n_workers) = [0, {n})")
+    n = check_integer("n_workers", n_workers, 1, "an integer >= 1")
+    s = check_integer("n_stragglers", n_stragglers, 0, f"an integer in [0, n_workers) = [0, {n})")
     if s >= n:
         raise ValueError(f"n_stragglers must be an integer in [0, n_workers) = [0, {n}), got {s}")
     if scheme == "naive" and s != 0:
@@ -589,16 +589,16 @@ def _validate(scheme, n_workers, n_stragglers, n_partitions, seed, options):
         raise ValueError(f"{scheme} needs (n_stragglers + 1) to divide n_workers = {n}: "
                          f"n_stragglers must be one of {valid}, got {s}")
     params = {"n_workers": n, "n_stragglers": s,
-              "seed": _integer("seed", seed, 0, "an integer >= 0"),
-              "cache_size": _integer("cache_size", options.get("cache_size", DEFAULT_CACHE_SIZE),
-                                     0, "an integer >= 0"),
+              "seed": check_integer("seed", seed, 0, "an integer >= 0"),
+              "cache_size": check_integer("cache_size",
+                                          options.get("cache_size", DEFAULT_CACHE_SIZE), 0),
               "construction": options.get("construction", "cyclic-mds")}
     if params["construction"] not in CONSTRUCTIONS:
         raise ValueError(f"construction must be one of {', '.join(CONSTRUCTIONS)}, "
                          f"got {params['construction']!r}")
     if scheme.startswith("partial-"):
-        P = _integer("partitions_per_worker", options.get("partitions_per_worker", s + 2), s + 2,
-                     f"an integer >= n_stragglers + 2 = {s + 2}")
+        P = check_integer("partitions_per_worker", options.get("partitions_per_worker", s + 2),
+                          s + 2, f"an integer >= n_stragglers + 2 = {s + 2}")
         params["partitions_per_worker"] = P
         unit, default = n * (P - s), n * (P - s)
     elif scheme == "frc":
@@ -610,7 +610,7 @@ def _validate(scheme, n_workers, n_stragglers, n_partitions, seed, options):
     else:
         what = f"a positive multiple of {unit}" + (" (= n_workers / (n_stragglers + 1))"
                                                    if scheme == "frc" else "")
-        k = _integer("n_partitions", n_partitions, 1, what)
+        k = check_integer("n_partitions", n_partitions, 1, what)
         if k % unit:
             raise ValueError(f"n_partitions for {scheme} must be {what}, default {default}; "
                              f"got {k}")
@@ -618,7 +618,9 @@ def _validate(scheme, n_workers, n_stragglers, n_partitions, seed, options):
     return params
 
 
-def _integer(name, value, minimum, valid):
+def check_integer(name, value, minimum, valid=None):
+    """`value` as an int; a one-line ValueError unless it is an integer >= minimum."""
+    valid = valid or f"an integer >= {minimum}"
     if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
         raise ValueError(f"{name} must be {valid}, got {value!r}")
     return int(value)

@@ -357,6 +357,8 @@ def load_data(dataset: str = "amazon-like", *, rows: int | None = None, features
     features: its columns; nnz_per_row: non-zeros per row (amazon-like only).
     test_fraction applies to a file. Raises ValueError with one line.
     """
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if dataset not in SYNTHETIC:
         if rows is not None or features is not None or nnz_per_row is not None:
             raise ValueError("rows/features/nnz per row apply to the synthetic data sets only, "

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import kernels
 from .assembly import GradientAssembler
-from .codes import make_code
+from .codes import check_integer, make_code
 from .optim import make_optimizer
 from .stragglers import parse_delay
 
@@ -453,13 +453,6 @@ def _check_settings(settings):
     if settings.deadline is not None and not settings.deadline > 0:
         raise ValueError(f"deadline must be a positive number of seconds or None, "
                          f"got {settings.deadline}")
-
-
-def check_integer(name, value, minimum):
-    """`value` as an int, or a one-line ValueError unless it is an integer >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def solve(problem, settings, *, comm=None, hooks=(), costs=None):

@@ -104,24 +104,13 @@ def build_parser():
 
 
 def validate(args, n_workers):
-    """The command line's own checks (the driver checks the rest); UsageError."""
+    """The checks of flags only the command line has (the driver, the code, the optimiser
+    and the data loader check the rest, on every rank); UsageError."""
     if n_workers < 1:
         raise UsageError("needs a master and at least one worker: start it as "
                          "mpirun -n N python -m gc_fast.train with N >= 2 (N = workers + 1)")
-    if args.iterations < 1:
-        raise UsageError("--iterations must be >= 1")
-    if args.eval_every is not None and args.eval_every < 1:
-        raise UsageError("--eval-every must be >= 1")
     if args.checkpoint_every < 1:
         raise UsageError("--checkpoint-every must be >= 1")
-    if not args.deadline > 0:
-        raise UsageError("--deadline must be a positive number of seconds")
-    if args.l2 < 0 or not np.isfinite(args.l2):
-        raise UsageError("--l2 must be a finite number >= 0")
-    if args.lr is not None and not (args.lr > 0 and np.isfinite(args.lr)):
-        raise UsageError("--lr must be a positive finite number")
-    if not 0.0 <= args.test_fraction < 1.0:
-        raise UsageError("--test-fraction must be in [0, 1)")
     if args.partitions_per_worker is not None and not args.scheme.startswith("partial"):
         raise UsageError("--partitions-per-worker applies to partial-frc/partial-crc only")
     if args.construction is not None and args.scheme not in ("crc", "partial-crc"):
@@ -175,7 +164,8 @@ class Training:
                         code_options=options, optimizer=args.optimizer,
                         iterations=args.iterations, l2=args.l2, delay=args.delay, seed=args.seed,
                         backend=args.backend, deadline=args.deadline, priorities=args.priorities,
-                        shared_memory=args.shared_memory, eval_every=args.eval_every or 1,
+                        shared_memory=args.shared_memory,
+                        eval_every=1 if args.eval_every is None else args.eval_every,
                         objective=self.evaluate, keep_trajectory=bool(args.save_trajectory),
                         everywhere=False)
 
