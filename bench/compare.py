@@ -6,6 +6,9 @@
     python bench/compare.py --workers 4 --stragglers 1 --repeats 2 --iterations 10 \\
         --rows 2000 --features 5000 --out /tmp/c.json --figures /tmp/fig   # a smoke test
     python bench/compare.py --replot bench/results/compare.json   # tables and figures only
+    python bench/compare.py --testbed t2.micro --workers 8 --stragglers 1,3 --delay none \
+        --natural-stragglers gap=10,seconds=2 --out bench/results/compare_t2.micro.json \
+        --figures docs/figures/t2.micro   # across an emulated cluster, its own stragglers (root)
 
 For each repetition r (seed = --seed + r) the script writes the Amazon-shaped
 data set (gc_fast.data.amazon_like with that seed; --rows/--features shrink
@@ -24,6 +27,11 @@ on seed, iteration and worker); repetitions differ in all of them. naive
 tolerates no straggler, so it runs once per n and repetition (s = 0) and is
 the reference of every s. Invalid combinations (frc and partial-frc need
 (s + 1) | n; s < n) are skipped and listed.
+
+With --testbed PROFILE every run goes across the same emulated cluster (gc_fast.testbed:
+one rank per host, shaped links, capped CPU, TCP), and --natural-stragglers slows random
+hosts during each run from the same seeded schedule, counted from the run's launch; the
+spells applied are kept with the run in --out.
 
 Loading one .npz per rank instead of generating the data set on each of the
 N + 1 ranks, and passing the step size the trainer would compute anyway, cut
@@ -52,6 +60,7 @@ Outputs:
   n of them on the wire each way.
 """
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -153,33 +162,49 @@ def prepare_data(directory, seed, rows, features, l2):
     return path, test_fraction, lr, info
 
 
-def run_trainer(case, data_path, test_fraction, lr, seed, args, directory):
+def run_trainer(case, data_path, test_fraction, lr, seed, args, directory, bed=None):
     scheme, n, s = case
     out = Path(directory) / f"{scheme}_n{n}_s{s}_seed{seed}.json"
-    command = [mpiexec(), "-n", str(n + 1), sys.executable, "-m", "gc_fast.train",
-               "--dataset", str(data_path), "--test-fraction", repr(test_fraction),
-               "--scheme", scheme, "--stragglers", str(s), "--iterations", str(args.iterations),
-               "--delay", args.delay, "--seed", str(seed), "--lr", repr(lr), "--l2", repr(args.l2),
-               "--eval-every", "1", "--quiet", "--out", str(out)]
-    record = {"scheme": scheme, "n": n, "s": s, "seed": seed, "command": shlex.join(command)}
+    argv = [sys.executable, "-m", "gc_fast.train",
+            "--dataset", str(data_path), "--test-fraction", repr(test_fraction),
+            "--scheme", scheme, "--stragglers", str(s), "--iterations", str(args.iterations),
+            "--delay", args.delay, "--seed", str(seed), "--lr", repr(lr), "--l2", repr(args.l2),
+            "--eval-every", "1", "--quiet", "--out", str(out)]
+    pipes = dict(cwd=directory, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                 text=True)
     started = time.perf_counter()
-    process = subprocess.Popen(command, cwd=directory, env=environment(), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the launcher and the ranks it started
-        stdout, stderr = process.communicate()
-        record.update(returncode=None, error=f"timed out after {args.timeout} s")
-    else:
-        record["returncode"] = process.returncode
-        if process.returncode:
-            lines = (stderr or stdout).strip().splitlines()
-            record["error"] = lines[-1] if lines else f"exit status {process.returncode}"
+    with contextlib.ExitStack() as stack:
+        if bed is None:
+            command = [mpiexec(), "-n", str(n + 1), *argv]
+            process = subprocess.Popen(command, start_new_session=True, **pipes)
+        else:
+            process = bed.popen(argv, n + 1, **pipes)
+            command = process.args
+            if args.natural_stragglers is not None:
+                from gc_fast.testbed.slowdowns import Slowdowns, SpellSettings
+
+                log = out.with_suffix(".spells.jsonl")
+                stack.enter_context(Slowdowns(bed, SpellSettings.parse(args.natural_stragglers),
+                                              log))
+        record = {"scheme": scheme, "n": n, "s": s, "seed": seed, "command": shlex.join(command)}
+        try:
+            stdout, stderr = process.communicate(timeout=args.timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the launcher and the ranks it started
+            stdout, stderr = process.communicate()
+            record.update(returncode=None, error=f"timed out after {args.timeout} s")
+        else:
+            record["returncode"] = process.returncode
+            if process.returncode:
+                lines = (stderr or stdout).strip().splitlines()
+                record["error"] = lines[-1] if lines else f"exit status {process.returncode}"
     record["wall_s"] = time.perf_counter() - started
     if not record.get("error"):
         record["result"] = json.loads(out.read_text())
         out.unlink()
+    spells = out.with_suffix(".spells.jsonl")
+    if spells.exists():
+        record["spells"] = [json.loads(line) for line in spells.read_text().splitlines()]
     return record
 
 
@@ -195,14 +220,25 @@ def run_all(args):
             "argv": sys.argv[1:], "workers": args.workers, "stragglers": args.stragglers,
             "schemes": args.schemes, "repeats": args.repeats, "iterations": args.iterations,
             "delay": args.delay, "base_seed": args.seed, "rows": args.rows, "features": args.features,
-            "l2": args.l2, "python": platform.python_version(), "cpus": os.cpu_count(),
+            "l2": args.l2, "testbed": args.testbed,
+            "natural_stragglers": args.natural_stragglers, "python": platform.python_version(), "cpus": os.cpu_count(),
             "loadavg_start": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         },
         "skipped": skipped, "data": [], "runs": [],
     }
     started = time.perf_counter()
     done = 0
-    with tempfile.TemporaryDirectory(prefix="gc_compare_") as directory:
+    with contextlib.ExitStack() as stack:
+        directory = stack.enter_context(tempfile.TemporaryDirectory(prefix="gc_compare_"))
+        bed = None
+        if args.testbed:
+            from gc_fast.testbed import Testbed, TestbedUnavailable
+
+            try:
+                bed = stack.enter_context(Testbed.from_profile(args.testbed,
+                                                               max(args.workers) + 1))
+            except TestbedUnavailable as error:
+                raise SystemExit(f"compare.py: {error}") from None
         for repetition in range(args.repeats):
             seed = args.seed + repetition
             data_path, test_fraction, lr, info = prepare_data(directory, seed, args.rows, args.features,
@@ -210,7 +246,8 @@ def run_all(args):
             results["data"].append(info)
             order = np.random.default_rng([args.seed, repetition]).permutation(len(cases))
             for index in order:
-                record = run_trainer(cases[index], data_path, test_fraction, lr, seed, args, directory)
+                record = run_trainer(cases[index], data_path, test_fraction, lr, seed, args,
+                                     directory, bed)
                 record["repetition"] = repetition
                 results["runs"].append(record)
                 done += 1
@@ -427,7 +464,11 @@ def plot_time_per_iteration(results, path):
     axes[0][0].set_ylabel("mean time per iteration (ms)")
     axes[0][-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     settings = results["settings"]
-    fig.suptitle(f"Time per iteration, gc_fast trainer under mpiexec, --delay {settings['delay']}, "
+    where = (f"across an emulated {settings['testbed']} cluster" if settings.get("testbed")
+             else "under mpiexec on one machine")
+    if settings.get("natural_stragglers") is not None:
+        where += f",\nnatural stragglers {settings['natural_stragglers'] or 'default'}"
+    fig.suptitle(f"Time per iteration, gc_fast trainer {where}, --delay {settings['delay']}, "
                  f"{settings['iterations']} iterations\nbars: mean of {settings['repeats']} repetitions "
                  "(each the mean of one run), error bars: sd, thin lines: min-max", fontsize=9)
     fig.tight_layout()
@@ -587,6 +628,12 @@ def main(argv=None):
     add("--features", type=int, default=None, help="features (default Amazon-like 241,915)")
     add("--l2", type=float, default=1e-4, help="L2 weight (default 1e-4, the trainer's)")
     add("--timeout", type=float, default=600.0, help="seconds before a run is killed (default 600)")
+    add("--testbed", metavar="PROFILE", default=None,
+        help="run every scheme across an emulated cluster of this profile (e.g. t2.micro; "
+             "root), one rank per host")
+    add("--natural-stragglers", metavar="SETTINGS", default=None,
+        help="with --testbed: slow random hosts during each run (gc_fast.testbed's "
+             "--natural-stragglers settings, e.g. gap=10,seconds=2,seed=0)")
     add("--out", default=str(HERE / "results" / "compare.json"), help="results JSON")
     add("--figures", default=str(ROOT / "docs" / "figures"), help="directory of the PNG figures")
     add("--replot", metavar="JSON", default=None,
@@ -597,6 +644,8 @@ def main(argv=None):
     else:
         if args.repeats < 1 or args.iterations < 1:
             parser.error("--repeats and --iterations must be >= 1")
+        if args.natural_stragglers is not None and not args.testbed:
+            parser.error("--natural-stragglers needs --testbed PROFILE")
         from gc_fast.stragglers import parse_delay
 
         try:

@@ -38,7 +38,10 @@ bench/results/benchmark.json are the same session (2 shared cores, other jobs ru
 Every benchmark reports its ratio to its baseline in extra_info (speedup_vs_paper: the
 paper-style way of doing the same work; speedup_vs_cold for cached decoding); the tables
 pytest-benchmark prints do not show extra_info, the JSON files do. The end-to-end benchmarks (bench_runtime.py) start
-mpiexec; GC_BENCH_E2E_ITERATIONS (default 30) sets their iterations.
+mpiexec; GC_BENCH_E2E_ITERATIONS (default 30) sets their iterations. bench_testbed.py runs the
+trainer and the paper-style script across the emulated t2.micro cluster (gc_fast.testbed; root
+and network namespaces, skipped with the reason elsewhere): its extra_info holds
+speedup_vs_paper, the network bound of each case and the workers' CPU per iteration.
 """
 from pathlib import Path
 

@@ -33,7 +33,8 @@ _LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")  # MPICH/Hydra, 
 def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=1,
         optimizer="nag", iterations=100, l2=0.0, delay="none", seed=0, local=None, comm=None,
         n_workers=None, backend="cython", support=None, objective=None, eval_every=1,
-        keep_trajectory=False, code_options=None, costs=None, deadline=None):
+        keep_trajectory=False, code_options=None, costs=None, deadline=None,
+        message_dtype="float64"):
     """Minimise sum_j f_j(w) + (l2/2)||w||^2 by gradient-coded distributed GD (or NAG).
 
     Parameters
@@ -92,13 +93,18 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
     deadline : float, optional
         Seconds the master waits for a decodable set before giving up
         (None: forever); then gc_fast.driver.RunFailed is raised.
+    message_dtype : {"float64", "float32"}
+        What the point and the messages travel as: float64 (default, exact)
+        or float32, half the bytes both ways but INEXACT (the point and the
+        messages are rounded to float32; computing, decoding and stepping stay
+        float64). Local mode rounds the same way.
 
     Returns
     -------
     RunResult
-        The same on every MPI rank. Under an exact scheme the trajectory
-        equals plain synchronous GD's up to float rounding, whichever
-        tolerated stragglers occur.
+        The same on every MPI rank. Under an exact scheme (and float64
+        messages) the trajectory equals plain synchronous GD's up to float
+        rounding, whichever tolerated stragglers occur.
 
     Examples
     --------
@@ -120,7 +126,8 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
                         n_partitions=n_partitions, n_workers=n_workers, code_options=code_options,
                         optimizer=optimizer, iterations=iterations, l2=l2, w0=w0, delay=delay,
                         seed=seed, backend=backend, deadline=deadline, eval_every=eval_every,
-                        objective=objective, keep_trajectory=keep_trajectory)
+                        objective=objective, keep_trajectory=keep_trajectory,
+                        message_dtype=message_dtype)
     return solve(lambda: DenseProblem(partition_gradient, len(w0), support), settings,
                  comm=comm, costs=costs)
 

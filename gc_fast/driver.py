@@ -13,8 +13,10 @@ estimators and ``gc_fast.run``. One iteration, whatever the transport:
 
 Transports: over MPI (gc_fast.transports: point-to-point messages, or one
 node's shared memory) when started under mpirun, in-process on a virtual
-clock (gc_fast.local) otherwise. Records, snapshots, checkpoints and progress
-are ``Hook``s on the master's loop, not copies in each caller.
+clock (gc_fast.local) otherwise. Points and messages are float64 (exact) unless
+Settings.message_dtype asks for float32 (half the bytes, inexact). Records,
+snapshots, checkpoints and progress are ``Hook``s on the master's loop, not
+copies in each caller.
 """
 import os
 import time
@@ -31,6 +33,7 @@ from .stragglers import parse_delay
 DEFAULT_LOCAL_WORKERS = 4
 SETUP_ERRORS = (ValueError, TypeError, OSError, MemoryError, ImportError)
 RECORD_SCALARS = ("iteration", "time", "residual", "stale", "bytes_sent", "bytes_received")
+MESSAGE_DTYPES = ("float64", "float32")
 
 
 class DeadlineExceeded(RuntimeError):
@@ -111,6 +114,12 @@ class Settings:
         Seconds the master waits for a decodable set (None: forever).
     priorities, shared_memory : str
         MPI only: gc_fast.transports.connect's options.
+    message_dtype : {"float64", "float32"}
+        What the point and the messages travel as. float32 halves the bytes
+        both ways but is INEXACT: the point and the messages are rounded to
+        float32 (the workers compute, and the master decodes and steps, in
+        float64). Under MPI it always uses point-to-point messages (no shared
+        memory); local mode rounds and counts the bytes the same way.
     eval_every : int
         Snapshots of the iterate after every eval_every-th iteration and the last.
     objective : callable or None
@@ -138,6 +147,7 @@ class Settings:
     deadline: float | None = None
     priorities: str = "auto"
     shared_memory: str = "auto"
+    message_dtype: str = "float64"
     eval_every: int = 1
     objective: object = None
     keep_trajectory: bool = False
@@ -236,7 +246,8 @@ class RunResult:
         This process's MPI rank (0 in local mode), e.g. to print once.
     stats : dict or None
         The master's counters (rank 0 only): messages received and stale,
-        the workers' reports, dead workers, shared memory, master CPU and memory.
+        the workers' reports, dead workers, shared memory, the message dtype,
+        master CPU and memory.
 
     Everything but ``stats`` is identical on every MPI rank.
     """
@@ -450,6 +461,9 @@ def _check_settings(settings):
                          f"{', '.join(kernels.BACKENDS)}")
     if not (np.isfinite(settings.l2) and settings.l2 >= 0):
         raise ValueError(f"l2 must be a finite number >= 0, got {settings.l2}")
+    if settings.message_dtype not in MESSAGE_DTYPES:
+        raise ValueError(f"message_dtype must be one of {', '.join(MESSAGE_DTYPES)}, "
+                         f"got {settings.message_dtype!r}")
     if settings.deadline is not None and not settings.deadline > 0:
         raise ValueError(f"deadline must be a positive number of seconds or None, "
                          f"got {settings.deadline}")
@@ -513,7 +527,8 @@ def _solve_over_mpi(problem, settings, comm, hooks):
         raise ValueError(failed[0])
     code, result, failure = run.code, None, None
     with transports.abort_on_error(comm):
-        options = {"priorities": settings.priorities, "shared_memory": settings.shared_memory}
+        options = {"priorities": settings.priorities, "shared_memory": settings.shared_memory,
+                   "message_dtype": settings.message_dtype}
         if rank == 0:
             master = _mpi_master(comm, run, options)
             transports.barrier(comm)
@@ -523,7 +538,8 @@ def _solve_over_mpi(problem, settings, comm, hooks):
                 failure = error
         else:
             window = transports.connect(comm, code, run.n_features, **options)
-            transport = (transports.WorkerTransport(comm, run.task) if window is None else
+            _, point_to_point = transports.MESSAGE_TRANSPORTS[settings.message_dtype]
+            transport = (point_to_point(comm, run.task) if window is None else
                          transports.SharedMemoryWorkerTransport(comm, run.task, window, rank - 1,
                                                                backend=settings.backend))
             transports.barrier(comm)
@@ -539,7 +555,8 @@ def _solve_over_mpi(problem, settings, comm, hooks):
 
 
 def _mpi_master(comm, run, options):
-    """The master's Master over the transport `connect` picks (shared memory on one node)."""
+    """The master's Master over the transport `connect` picks (shared memory on one node,
+    else messages of settings.message_dtype)."""
     from . import transports
 
     code, settings = run.code, run.settings
@@ -547,7 +564,8 @@ def _mpi_master(comm, run, options):
     window = transports.connect(comm, code, run.n_features, message_ptr=assembler.ptr, **options)
     common = {"backend": settings.backend, "on_deaths": lost_check(code)}
     if window is None:
-        transport = transports.MasterTransport(comm, code, supports, assembler, **common)
+        point_to_point, _ = transports.MESSAGE_TRANSPORTS[settings.message_dtype]
+        transport = point_to_point(comm, code, supports, assembler, **common)
     else:
         transport = transports.SharedMemoryMasterTransport(comm, code, supports, assembler,
                                                            window, run.optimizer, **common)
@@ -569,7 +587,8 @@ def _finish(run, master, hooks, measured, mode, rank=0):
     stats = {"messages_received": transport.n_received, "messages_stale": transport.n_stale,
              "worker_stats": [worker_reports.get(w, {}) for w in range(run.code.n_workers)],
              "silent_workers": silent, "dead_workers": dict(transport.dead),
-             "shared_memory": transport.shared_memory, "master_cpu_seconds": master_cpu,
+             "shared_memory": transport.shared_memory,
+             "message_dtype": run.settings.message_dtype, "master_cpu_seconds": master_cpu,
              "master_rss_bytes": {"after_first_iteration": rss_first,
                                   "end": resident_memory_bytes()}}
     result = RunResult(w=run.optimizer.x.copy(), history=run.records, code=run.code, lr=run.lr,

@@ -6,7 +6,9 @@ the injected delays, the compute and the message sizes into per-message
 arrival times, the master receives the messages in that order and decodes
 at the earliest decodable set, and only the messages the decode uses are
 computed. The trajectory is the MPI run's (exact decoding); the iteration
-times are the simulator's for the same run.
+times are the simulator's for the same run. With Settings.message_dtype
+"float32" the point and the messages are rounded to float32, and counted in
+bytes, as the MPI float32 transports send them.
 """
 import numpy as np
 
@@ -42,8 +44,10 @@ class LocalTransport:
             messages = code.messages_of(w)
             self.index_in_worker[messages] = np.arange(len(messages))
         self.points = [np.empty(len(s)) for s in supports]
-        self.message_bytes = 8.0 * np.diff(assembler.ptr)
-        self.point_bytes = 8.0 * np.array([len(s) for s in supports], dtype=np.float64)
+        self.wire = np.dtype(settings.message_dtype)
+        self.message_bytes = self.wire.itemsize * np.diff(assembler.ptr).astype(np.float64)
+        self.point_bytes = self.wire.itemsize * np.array([len(s) for s in supports],
+                                                         dtype=np.float64)
         message_nnz, message_fraction = problem.message_load(code)
         workload = Workload(scheme=code.scheme, n_workers=code.n_workers,
                             n_stragglers=code.n_stragglers, partitions_per_worker=None,
@@ -98,11 +102,19 @@ class LocalTransport:
         for worker, last in last_index.items():
             kernels.gather(self.point, self.supports[worker], self.points[worker],
                            backend=self.backend)
+            self._round(self.points[worker])
             steps = self.tasks[worker].run(self.points[worker], self.outs[worker])
             for done in steps:
                 if done == last:
                     steps.close()
                     break
+            for out in self.outs[worker][:last + 1]:
+                self._round(out)
+
+    def _round(self, values):
+        """Round `values` in place to the wire's dtype, as the MPI transports send them."""
+        if self.wire != np.float64:
+            values[:] = values.astype(self.wire)
 
     def seconds(self):
         """The simulated length of the current iteration (decode, combine and step)."""

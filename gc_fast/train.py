@@ -20,7 +20,7 @@ import numpy as np
 from . import __version__, checkpoint
 from .codes import CONSTRUCTIONS, SCHEMES
 from .data import SYNTHETIC, load_data
-from .driver import Hook, RunFailed, Settings, solve
+from .driver import MESSAGE_DTYPES, Hook, RunFailed, Settings, solve
 from .kernels import BACKENDS
 from .launch import use_one_thread
 from .objective import auc, lipschitz_logistic, logistic_loss
@@ -79,9 +79,15 @@ def build_parser():
              "master first, then the workers the code needs first, when a node runs more ranks "
              "than it has cores; on: always; off: the OS shares the cores fairly")
     add("--shared-memory", choices=("auto", "off"), default="auto",
-        help="auto (default): when every rank runs on one node, the point and the workers' "
-             "messages live in an MPI-3 shared-memory window and MPI carries only zero-length "
-             "notifications; off: the point and the messages always travel as MPI messages")
+        help="auto (default): when every rank runs on one node (and --message-dtype is "
+             "float64), the point and the workers' messages live in an MPI-3 shared-memory "
+             "window and MPI carries only zero-length notifications; off: the point and the "
+             "messages always travel as MPI messages")
+    add("--message-dtype", choices=MESSAGE_DTYPES, default="float64",
+        help="what the point and the messages travel as. float64 (default): exact; "
+             "float32: half the bytes, inexact (rounds the point and messages to float32; "
+             "computing, decoding and the step stay float64); always as MPI messages, never "
+             "through shared memory")
     add("--seed", type=int, default=0, help="seed for data, code and delays (default 0)")
     add("--out", default=None, metavar="results.json", help="write per-iteration records as JSON")
     add("--save-model", default=None, metavar="PATH", help="save the final weights as .npy")
@@ -164,7 +170,7 @@ class Training:
                         code_options=options, optimizer=args.optimizer,
                         iterations=args.iterations, l2=args.l2, delay=args.delay, seed=args.seed,
                         backend=args.backend, deadline=args.deadline, priorities=args.priorities,
-                        shared_memory=args.shared_memory,
+                        shared_memory=args.shared_memory, message_dtype=args.message_dtype,
                         eval_every=1 if args.eval_every is None else args.eval_every,
                         objective=self.evaluate, keep_trajectory=bool(args.save_trajectory),
                         everywhere=False)
@@ -259,6 +265,7 @@ def summarize(result):
         "first_iteration": history[0]["iteration"],
         "max_decode_residual": float(max(r["residual"] for r in history)),
         "lr": result.lr, "shared_memory": stats["shared_memory"],
+        "message_dtype": stats["message_dtype"],
         "dead_workers": {str(w + 1): at for w, at in sorted(stats["dead_workers"].items())},
     }
 
@@ -307,7 +314,9 @@ def table(summary, data_name):
     def line(cells):
         return "  ".join(str(c).rjust(w) for c, w in zip(cells, widths, strict=True))
 
-    return f"data: {data_name}\n" + line(header) + "\n" + line(row)
+    inexact = ("  (point and messages rounded to float32: inexact)"
+               if summary["message_dtype"] == "float32" else "")
+    return f"data: {data_name}{inexact}\n" + line(header) + "\n" + line(row)
 
 
 def report(args, training, result):

@@ -12,6 +12,12 @@ protocol, every message buffer-based (no pickling on the hot path):
   with the same tags, are zero-length notifications, and nothing is copied
   between ranks.
 
+Points and messages travel as float64 (exact). The ``Float32`` variants of the
+message transport round them to float32 on the wire: half the bytes each way,
+INEXACT (the worker computes in float64 at the rounded point, the master
+decodes the rounded messages in float64; bench/float32_error.py measures the
+error). Shared memory has no wire to save bytes on, so float32 runs use messages.
+
 A zero-length STOP ends the run; each worker answers with DONE, then a STATS
 message. The master keeps exactly one receive posted per worker (any tag). A
 worker's messages arrive in the order it sent them (MPI's non-overtaking
@@ -29,6 +35,7 @@ MPI which ranks failed, stops sending to them and reports them to the driver
 (``on_deaths``), which decides whether the survivors can still decode. Under
 MPICH the launcher ends the whole job when a rank dies.
 """
+import collections
 import os
 import sys
 import time
@@ -43,6 +50,12 @@ from . import kernels, schedule
 POLL_MIN_SLEEP = 2e-5
 POLL_MAX_SLEEP = 5e-4
 MASTER_MAX_SLEEP = 1e-4  # the master is on the critical path: it looks more often
+# A worker waiting for its next point first sleeps this fraction of its shortest recent wait at
+# once, then polls at most every POLL_MAX_SLEEP or 1/WAIT_POLLS of that wait: a host with a
+# tenth of a core spends it computing, not polling (each poll costs ~30 us of CPU).
+QUIET_FRACTION = 0.8
+WAIT_POLLS = 50
+RECENT_WAITS = 8
 ABORT_GRACE_SECONDS = 0.5
 ERROR_BYTES = 1024
 STATS_FIELDS = ("messages_sent", "abandoned", "rss_start_bytes", "rss_end_bytes", "cpu_seconds",
@@ -92,7 +105,7 @@ class _Backoff:
     """Sleeps a little longer each time nothing happened, up to `longest` seconds."""
 
     def __init__(self, longest=POLL_MAX_SLEEP):
-        self.pause = POLL_MIN_SLEEP
+        self.pause = min(POLL_MIN_SLEEP, longest)
         self.longest = longest
 
     def wait(self, at_most=np.inf):
@@ -178,10 +191,12 @@ def _tag_range(comm):
 
 
 class _SendPool:
-    """Send buffers of one length: a buffer is reused only once its Isend has completed."""
+    """Send buffers of one length and dtype: a buffer is reused only once its Isend has
+    completed."""
 
-    def __init__(self, length):
+    def __init__(self, length, dtype=np.float64):
         self.length = length
+        self.dtype = dtype
         self.in_flight = []  # (request, buffer)
         self.free = []
 
@@ -193,7 +208,7 @@ class _SendPool:
             else:
                 pending.append((request, buffer))
         self.in_flight = pending
-        return self.free.pop() if self.free else np.empty(self.length, dtype=np.float64)
+        return self.free.pop() if self.free else np.empty(self.length, dtype=self.dtype)
 
     def sent(self, request, buffer):
         self.in_flight.append((request, buffer))
@@ -203,23 +218,25 @@ class _SendPool:
 
 
 def connect(comm, code, n_features, *, message_ptr=None, priorities="auto",
-            shared_memory="auto"):
+            shared_memory="auto", message_dtype="float64"):
     """Collective, once before the first iteration: rank the workers' CPU priority, and
     return the SharedMemoryWindow for this run, or None for point-to-point messages.
 
     priorities: "auto" ranks them (gc_fast.schedule) when this node runs more
     ranks than this process has cores, "on" always, "off" never. The window is
-    None when `shared_memory` is "off", the ranks span several nodes, or the
+    None when `shared_memory` is "off", the ranks span several nodes, the
     run is fault-tolerant (ULFM does not promise that windows survive a dead
-    rank). The master passes `message_ptr`, the assembler's message offsets
-    (GradientAssembler.ptr); workers pass None.
+    rank) or `message_dtype` is "float32" (only a wire has bytes to halve: see
+    MESSAGE_TRANSPORTS). The master passes `message_ptr`, the assembler's
+    message offsets (GradientAssembler.ptr); workers pass None.
     """
     node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     rank = comm.Get_rank()
     if rank != 0 and schedule.wanted(priorities, node.Get_size(), schedule.usable_cores()):
         position = int(np.flatnonzero(schedule.priority_order(code) == rank - 1)[0])
         schedule.lower_priority(schedule.worker_nice(position))
-    if shared_memory == "off" or node.Get_size() != comm.Get_size() or fault_tolerant():
+    if (shared_memory == "off" or message_dtype != "float64"
+            or node.Get_size() != comm.Get_size() or fault_tolerant()):
         node.Free()
         return None
     return SharedMemoryWindow(node, code, n_features, message_ptr)
@@ -284,9 +301,11 @@ class MasterTransport:
     readable_on_arrival = True
     shared_memory = False
     clock = ""  # wall-clock seconds
+    dtype = np.dtype(np.float64)  # of the points and messages on the wire
 
     def __init__(self, comm, code, supports, assembler, *, backend="cython", on_deaths=None):
         self.comm = comm
+        self.wire = MPI.Datatype.fromcode(self.dtype.char)
         self.code = code
         self.supports = supports
         self.assembler = assembler
@@ -310,7 +329,7 @@ class MasterTransport:
     # -- what the two transports do differently
 
     def _point_pool(self, worker):
-        return _SendPool(len(self.supports[worker]))
+        return _SendPool(len(self.supports[worker]), self.dtype)
 
     def _receive_buffer(self, worker, index):
         return self.assembler.message_view(self.worker_messages[worker][index])
@@ -321,10 +340,14 @@ class MasterTransport:
         for worker, support in enumerate(self.supports):
             if worker not in self.dead:
                 buffer = self.send_pools[worker].acquire()
-                kernels.gather(point, support, buffer, backend=self.backend, check=False)
-                sent += 8 * len(support)
+                self._gather(point, support, buffer)
+                sent += buffer.nbytes
                 self._send(worker, buffer, self.iteration % self.period)
         return sent
+
+    def _gather(self, point, support, buffer):
+        """buffer <- point[support], a worker's share of the point as it travels."""
+        kernels.gather(point, support, buffer, backend=self.backend, check=False)
 
     def _landed(self, worker, index, count):
         """A current message of `worker` has arrived; bytes it brought."""
@@ -351,7 +374,7 @@ class MasterTransport:
             worker = self._next_completed(give_up_at)
             if worker is None:
                 return None
-            count = 8 * self.status.Get_count(MPI.DOUBLE)
+            count = self.dtype.itemsize * self.status.Get_count(self.wire)
             index = self.status.Get_tag() - base_tag
             messages = self.worker_messages[worker]
             self.n_received += 1
@@ -376,7 +399,7 @@ class MasterTransport:
 
     def _send(self, worker, buffer, tag):
         try:
-            request = self.comm.Isend([buffer, MPI.DOUBLE], dest=worker + 1, tag=tag)
+            request = self.comm.Isend([buffer, self.wire], dest=worker + 1, tag=tag)
         except MPI.Exception as error:
             self._on_failure(error)
             return
@@ -385,7 +408,7 @@ class MasterTransport:
     def _post(self, worker, index):
         self.expected_index[worker] = index
         try:
-            return self.comm.Irecv([self._receive_buffer(worker, index), MPI.DOUBLE],
+            return self.comm.Irecv([self._receive_buffer(worker, index), self.wire],
                                    source=worker + 1, tag=MPI.ANY_TAG)
         except MPI.Exception as error:
             self._on_failure(error)
@@ -430,8 +453,8 @@ class MasterTransport:
         """
         self.stopping = True
         alive = [w for w in range(self.code.n_workers) if w not in self.dead]
-        nothing = np.empty(0)
-        stops = [self.comm.Isend([nothing, MPI.DOUBLE], dest=w + 1, tag=self.stop_tag)
+        nothing = np.empty(0, self.dtype)
+        stops = [self.comm.Isend([nothing, self.wire], dest=w + 1, tag=self.stop_tag)
                  for w in alive]
         stats = np.zeros((self.code.n_workers, len(STATS_FIELDS)))
         reports, pending = {}, set(alive)
@@ -504,16 +527,22 @@ class WorkerTransport:
     turn, so the one being computed on is never overwritten.
     """
 
+    dtype = np.dtype(np.float64)  # of the points and messages on the wire
+
     def __init__(self, comm, task):
         self.comm = comm
+        self.wire = MPI.Datatype.fromcode(self.dtype.char)
         self.task = task
         self.period, self.stop_tag, self.done_tag, self.stats_tag = _tag_range(comm)
         self.points = self.inbox = self._inboxes()
         self.send_pools = [self._message_pool(length) for length in task.message_lengths]
         self.status = MPI.Status()
         self.inbox_index = 0  # which of the two point buffers the posted receive fills
-        self.request = comm.Irecv([self.inbox[0], MPI.DOUBLE], source=0, tag=MPI.ANY_TAG)
+        self.request = comm.Irecv([self.inbox[0], self.wire], source=0, tag=MPI.ANY_TAG)
         self.ready = False  # the posted receive has completed (its status is in self.status)
+        # Seconds each recent wait for a point took (the first, through set-up, is left out).
+        self.recent_waits = collections.deque(maxlen=RECENT_WAITS)
+        self.waited = False
 
     def _poll(self):
         """Whether the posted receive has completed; Test only while it has not."""
@@ -522,10 +551,10 @@ class WorkerTransport:
         return self.ready
 
     def _inboxes(self):
-        return [np.empty(len(self.task.support)), np.empty(len(self.task.support))]
+        return [np.empty(len(self.task.support), self.dtype) for _ in range(2)]
 
     def _message_pool(self, length):
-        return _SendPool(length)
+        return _SendPool(length, self.dtype)
 
     def _take(self):
         """The completed receive's (tag, point); repost into the other buffer unless STOP."""
@@ -534,13 +563,13 @@ class WorkerTransport:
         self.ready = False
         if tag != self.stop_tag:
             self.inbox_index ^= 1
-            self.request = self.comm.Irecv([self.inbox[self.inbox_index], MPI.DOUBLE],
+            self.request = self.comm.Irecv([self.inbox[self.inbox_index], self.wire],
                                            source=0, tag=MPI.ANY_TAG)
         return tag, point
 
     def next_point(self):
         """The newest (iteration tag, point) that has arrived, or None for STOP."""
-        self.sleep(np.inf)
+        self._await_point()
         tag, point = self._take()
         while tag != self.stop_tag and self._poll():
             tag, point = self._take()
@@ -550,10 +579,27 @@ class WorkerTransport:
         """Whether a newer point (or STOP) has arrived."""
         return self._poll()
 
-    def sleep(self, seconds):
-        """Sleep up to `seconds` (inf allowed); True as soon as a newer point arrives."""
+    def _await_point(self):
+        """Sleep until a point arrives. None comes much sooner than the shortest of the recent
+        waits, so most of that is slept at once and the rest polled sparsely."""
+        started = time.perf_counter()
+        if self._poll():
+            return
+        shortest = min(self.recent_waits, default=0.0)
+        time.sleep(QUIET_FRACTION * shortest)
+        self.sleep(np.inf, longest=max(POLL_MAX_SLEEP, shortest / WAIT_POLLS))
+        if self.waited:
+            self.recent_waits.append(time.perf_counter() - started)
+        self.waited = True
+
+    def sleep(self, seconds, longest=None):
+        """Sleep up to `seconds` (inf allowed); True as soon as a newer point arrives. Polls at
+        most every `longest` seconds (default: POLL_MAX_SLEEP, or 1/WAIT_POLLS of a longer
+        finite sleep: an injected delay need not notice a newer point to the millisecond)."""
+        if longest is None:
+            longest = max(POLL_MAX_SLEEP, seconds / WAIT_POLLS if np.isfinite(seconds) else 0.0)
         wake_at = time.perf_counter() + seconds
-        backoff = _Backoff()
+        backoff = _Backoff(longest)
         while True:
             if self._poll():
                 return True
@@ -572,11 +618,14 @@ class WorkerTransport:
 
     def send(self, iteration, index, buffers):
         """Send message `index` (in send order) of `iteration`, computed into buffers[index]."""
-        self._send(index, buffers[index], 2 * (iteration % self.period) + index)
-
-    def _send(self, index, payload, tag):
-        request = self.comm.Isend([payload, MPI.DOUBLE], dest=0, tag=tag)
+        payload = self._payload(index, buffers)
+        request = self.comm.Isend([payload, self.wire], dest=0,
+                                  tag=2 * (iteration % self.period) + index)
         self.send_pools[index].sent(request, payload)
+
+    def _payload(self, index, buffers):
+        """What travels for message `index`: the buffer it was computed into."""
+        return buffers[index]
 
     def release(self, indices, buffers):
         """Messages `indices` were not sent: their buffers go back to the pool."""
@@ -585,7 +634,7 @@ class WorkerTransport:
 
     def finish(self, stats):
         """At STOP: send DONE, then `stats` (float64, STATS_FIELDS), and wait for all sends."""
-        done = self.comm.Isend([np.empty(0), MPI.DOUBLE], dest=0, tag=self.done_tag)
+        done = self.comm.Isend([np.empty(0, self.dtype), self.wire], dest=0, tag=self.done_tag)
         report = self.comm.Isend([stats, MPI.DOUBLE], dest=0, tag=self.stats_tag)
         wait_all([done, report] + [r for pool in self.send_pools for r in pool.requests()])
 
@@ -624,12 +673,74 @@ class SharedMemoryWorkerTransport(WorkerTransport):
     def buffers(self):
         return self.slots
 
-    def send(self, iteration, index, buffers):
-        self.window.sync()  # the message is in its slot already
-        self._send(index, self.send_pools[index].acquire(), 2 * (iteration % self.period) + index)
+    def _payload(self, index, buffers):
+        self.window.sync()  # the message is in its slot already: notify with nothing
+        return self.send_pools[index].acquire()
 
     def release(self, indices, buffers):
         """Nothing to give back: the slots are the window's."""
+
+
+class Float32MasterTransport(MasterTransport):
+    """The master's side with the wire in float32: half the bytes each way, INEXACT.
+
+    Each worker's share of the point is rounded to float32; each message
+    arrives in its worker's float32 inbox and is widened into its float64 slot
+    on arrival, so the decode and the step run in float64 on rounded values.
+    """
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, comm, code, supports, assembler, **options):
+        # every message of worker w lies on supports[w] (GradientAssembler's layout)
+        self.inbox = [np.empty(len(support), self.dtype) for support in supports]
+        self.gathered = np.empty(max((len(support) for support in supports), default=0))
+        super().__init__(comm, code, supports, assembler, **options)
+
+    def _gather(self, point, support, buffer):
+        gathered = self.gathered[:len(support)]
+        super()._gather(point, support, gathered)
+        buffer[:] = gathered  # rounds to float32
+
+    def _receive_buffer(self, worker, index):
+        return self.inbox[worker]
+
+    def _landed(self, worker, index, count):
+        self.assembler.message_view(self.worker_messages[worker][index])[:] = self.inbox[worker]
+        return count
+
+
+class Float32WorkerTransport(WorkerTransport):
+    """A worker's side with the wire in float32: the point arrives as float32 and is
+    widened into the task's float64 point, the messages are computed in float64 as
+    always and rounded to float32 as they are sent."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, comm, task):
+        super().__init__(comm, task)
+        self.computed = [np.empty(length) for length in task.message_lengths]
+
+    def load(self, point):
+        self.task.point[:] = point
+        return self.task.point
+
+    def buffers(self):
+        return self.computed  # free again once sent: sending copies them
+
+    def _payload(self, index, buffers):
+        payload = self.send_pools[index].acquire()
+        payload[:] = buffers[index]
+        return payload
+
+    def release(self, indices, buffers):
+        """Nothing to give back: only sending takes a pooled buffer."""
+
+
+# The point-to-point transports (master's, worker's) by the dtype points and messages
+# travel as (Settings.message_dtype).
+MESSAGE_TRANSPORTS = {"float64": (MasterTransport, WorkerTransport),
+                      "float32": (Float32MasterTransport, Float32WorkerTransport)}
 
 
 def pingpong(comm, sizes, think_seconds, *, repeats=30, poll_seconds=0.3):

@@ -71,8 +71,12 @@ def test_more_deaths_than_s_stop_with_one_line_and_a_checkpoint(tmp_path):
     result = run_ft(5, [*SMALL, "--scheme", "crc", "--stragglers", "1",
                         "--delay", "kill:workers=2,3,at=4,8", "--checkpoint", rescue], tmp_path)
     assert result.returncode == 3
-    errors = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(errors) == 1 and errors[0].startswith("gc_fast.train: error: workers 2 ")
+    # Open MPI's runtime may add a line of its own as the job ends ("pmix_ptl_base: send_msg:
+    # write failed", "Old events were ..."): gc_fast's own output is one line, no traceback.
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert not any("Traceback" in line for line in lines), result.stderr
+    errors = [line for line in lines if line.startswith("gc_fast")]
+    assert len(errors) == 1 and errors[0].startswith("gc_fast.train: error: workers 2 "), result.stderr
     assert "cannot decode without them" in errors[0] and f"--resume {rescue}" in errors[0]
     with np.load(rescue) as saved:
         assert 8 <= int(saved["iteration"]) < 100

@@ -1,0 +1,163 @@
+"""Turn this machine into a small emulated cluster and run one MPI job across it.
+
+    python -m gc_fast.testbed --hosts 9 [--profile t2.micro] [options] -- COMMAND [ARGS...]
+
+COMMAND runs once per host (rank 0, the master, on host 0) under MPI's own launcher, TCP
+between hosts. Every host is a network namespace on a shared bridge, its link shaped each way,
+its CPU and memory capped by cgroups. Everything is torn down when the job ends, fails or is
+interrupted. Needs root. Exit status: the job's; 2 for bad options or a machine that cannot
+host a test bed.
+"""
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from .cluster import NETMODS, Testbed, TestbedUnavailable
+from .hosts import PROFILES, host_specs, parse_size
+from .slowdowns import Slowdowns, SpellSettings
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise ValueError(f"{message} (see python -m gc_fast.testbed --help)")
+
+
+def build_parser():
+    parser = _Parser(prog="python -m gc_fast.testbed", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--hosts", type=int, required=True, help="hosts, one rank each (host 0: the master)")
+    add("--profile", choices=sorted(PROFILES), default="t2.micro",
+        help="host shapes (default t2.micro: master 1 core, 1gbit; workers 12%% of a core, "
+             "100mbit, 1 GiB)")
+    add("--master", default="", metavar="SETTINGS",
+        help="the master's host: cpu=SHARE,rate=RATE,memory=SIZE (each optional, 'none' for "
+             "no cap), e.g. cpu=1,rate=1gbit")
+    add("--worker", default="", metavar="SETTINGS", help="every worker's host, as --master")
+    add("--host", action="append", default=[], metavar="I:SETTINGS",
+        help="one host's settings, e.g. 3:cpu=0.06 for a slower host 3 (repeatable)")
+    add("--burst", default=None, help="token-bucket burst of every link (default: the "
+        "profile's, 32k)")
+    add("--mtu", type=int, default=None,
+        help="MTU of every link (default: the profile's; t2.micro 9001, as in an AWS VPC)")
+    add("--cpu-period-ms", type=float, default=10.0,
+        help="period over which CPU quotas are enforced (default 10 ms)")
+    add("--latency-ms", type=float, default=None,
+        help="added one-way latency per link (needs netem in the kernel)")
+    add("--netmod", choices=NETMODS, default="ofi",
+        help="MPICH's network module, on TCP either way (default ofi)")
+    add("--natural-stragglers", nargs="?", const="", default=None, metavar="SETTINGS",
+        help="slow random worker hosts for random spells: gap=10,seconds=2,cpu=0.1,link=0.1,"
+             "seed=0 (means in seconds; fractions of the host's CPU share or link rate kept)")
+    add("--straggler-log", type=Path, default=None,
+        help="where the natural stragglers' spells are logged, a JSON line each "
+             "(default: testbed-stragglers.jsonl in the temporary folder)")
+    add("--report", type=Path, default=None,
+        help="write the hosts, their peak memory and the spells applied as JSON")
+    add("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]: run on every host")
+    return parser
+
+
+def parse(argv):
+    args = build_parser().parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise ValueError("no command: write -- COMMAND [ARGS...] after the options")
+    args.command = command
+    host_specs(PROFILES[args.profile], args.hosts, args.master, args.worker, args.host)
+    args.options = {"cpu_period_us": round(args.cpu_period_ms * 1000),
+                    "latency_ms": args.latency_ms, "netmod": args.netmod}
+    if args.burst is not None:
+        args.options["burst_bytes"] = parse_size(args.burst)
+    if args.mtu is not None:
+        if not 576 <= args.mtu <= 65535:
+            raise ValueError(f"--mtu {args.mtu}: choose 576 to 65535")
+        args.options["mtu"] = args.mtu
+    args.spells = (None if args.natural_stragglers is None
+                   else SpellSettings.parse(args.natural_stragglers))
+    if args.cpu_period_ms < 1:
+        raise ValueError("--cpu-period-ms must be at least 1")
+    return args
+
+
+def describe(bed):
+    """One line: the hosts and how their ranks talk."""
+    def host(spec):
+        cpu = "no CPU cap" if spec.cpu is None else f"{spec.cpu:g} of a core"
+        rate = "unshaped" if spec.rate_bits is None else f"{spec.rate_bits / 1e6:g} Mbit/s"
+        memory = "" if spec.memory_bytes is None else f", {spec.memory_bytes / 2**20:g} MiB"
+        return f"{cpu}, {rate}{memory}"
+    workers = sorted({host(s) for s in bed.specs[1:]})
+    transport = "Open MPI tcp" if bed.family == "openmpi" else f"MPICH {bed.netmod} over tcp"
+    return (f"gc_fast.testbed: {len(bed.specs)} hosts on {bed.addresses[0]}/24: master "
+            f"{host(bed.specs[0])}; workers {' | '.join(workers)}; {transport}")
+
+
+def report(bed, spells, path):
+    hosts = [{"name": f"h{i}", "address": bed.addresses[i], "cpu": spec.cpu,
+              "rate_bits": spec.rate_bits, "memory_bytes": spec.memory_bytes,
+              "peak_memory_bytes": bed.cgroups[i].peak_memory()}
+             for i, spec in enumerate(bed.specs)]
+    path.write_text(json.dumps({"hosts": hosts, "out_of_memory": bed.out_of_memory(),
+                                "spells": [vars(s) for s in spells]}, indent=1))
+
+
+def _interrupter(owner):
+    """A handler that turns SIGTERM and SIGHUP into KeyboardInterrupt in this process only:
+    helpers that pyroute2 forks inherit it and must still die as SIGTERM means."""
+    def interrupt(signum, frame):
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        raise KeyboardInterrupt
+    return interrupt
+
+
+def main(argv=None):
+    try:
+        args = parse(sys.argv[1:] if argv is None else argv)
+    except ValueError as error:
+        print(f"gc_fast.testbed: error: {error}", file=sys.stderr)
+        return 2
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupter(os.getpid()))
+    applied = []
+    try:
+        with Testbed.from_profile(args.profile, args.hosts, args.master, args.worker,
+                                  args.host, **args.options) as bed:
+            print(describe(bed), file=sys.stderr, flush=True)
+            job = bed.popen(args.command)
+            if args.spells is None:
+                job.wait()
+            else:
+                log = args.straggler_log or Path(tempfile.gettempdir(),
+                                                 "testbed-stragglers.jsonl")
+                with Slowdowns(bed, args.spells, log) as slowdowns:
+                    job.wait()
+                applied = slowdowns.applied
+                print(f"gc_fast.testbed: natural stragglers: {len(applied)} spells "
+                      f"({sum(s.kind == 'cpu' for s in applied)} cpu, "
+                      f"{sum(s.kind == 'link' for s in applied)} link), logged in {log}",
+                      file=sys.stderr)
+            for name in bed.out_of_memory():
+                print(f"gc_fast.testbed: host {name} ran out of memory: its cap killed a rank, "
+                      "as on a real machine (raise it with --worker memory=SIZE)",
+                      file=sys.stderr)
+            if args.report:
+                report(bed, applied, args.report)
+            code = job.returncode
+    except TestbedUnavailable as error:
+        print(f"gc_fast.testbed: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gc_fast.testbed: interrupted; the test bed is torn down", file=sys.stderr)
+        return 130
+    return code if code >= 0 else 128 - code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
