@@ -27,6 +27,7 @@ from _mpi import environment, mpiexec
 HERE = Path(__file__).resolve().parent
 DEFAULT_BASELINE = HERE.parent.parent / "shared" / "baseline" / "paper_style.py"
 BASELINE_ATTEMPTS = 3
+RUN_TIMEOUT = 600  # seconds; the paper-style script can hang on MPICH's tcp netmods
 CASES = [
     ("naive", 0, None),
     ("crc", 1, None),
@@ -40,12 +41,16 @@ def run(argv, cwd, bed=None):
     """Run `argv` with one rank per host of `bed`, or under mpiexec on this machine."""
     n_ranks = int(argv[argv.index("-n") + 1])
     argv = argv[argv.index("-n") + 2:]
-    if bed is None:
-        result = subprocess.run([mpiexec(), "-n", str(n_ranks), *argv], cwd=cwd,
-                                env=environment(), capture_output=True, text=True)
-    else:
-        result = bed.run(argv, n_ranks, env=environment(), cwd=cwd, capture_output=True,
-                         text=True)
+    try:
+        if bed is None:
+            result = subprocess.run([mpiexec(), "-n", str(n_ranks), *argv], cwd=cwd,
+                                    env=environment(), capture_output=True, text=True,
+                                    timeout=RUN_TIMEOUT)
+        else:
+            result = bed.run(argv, n_ranks, env=environment(), cwd=cwd, capture_output=True,
+                             text=True, timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"timed out after {RUN_TIMEOUT} s: {' '.join(argv)}") from None
     if result.returncode:
         raise SystemExit(f"failed: {' '.join(argv)}\n{result.stdout}\n{result.stderr}")
     return result.stdout
@@ -62,7 +67,8 @@ def run_baseline(baseline, data_path, n_workers, scheme, s, straggle, iterations
             break
         except SystemExit as failure:
             # The paper-style script posts every round's receives into one buffer up front;
-            # MPICH's tcp netmods fail it now and then ("OFI poll failed ... Bad address").
+            # MPICH's tcp netmods fail it now and then ("OFI poll failed ... Bad address") or
+            # leave it hanging.
             if attempt == BASELINE_ATTEMPTS - 1:
                 raise
             print(f"paper-style run failed, retrying: {str(failure).splitlines()[0]}",

@@ -152,13 +152,15 @@ def run_testbed(args, command, cwd, *, python=sys.executable, timeout=300):
 
 
 def leftovers():
-    """Namespaces, links and cgroups of test beds that still exist."""
+    """Ids of test beds whose owner has exited but whose namespaces, links or cgroups remain
+    (a test bed another live process owns is not ours to judge)."""
     from gc_fast.testbed import cluster, network
 
-    found = sorted(network.leftover_ids())
+    found = set(network.leftover_ids())
     for root in cluster._cgroup_roots():
-        found += [p.name for p in root.glob(f"{cluster.CGROUP_PREFIX}*")]
-    return found
+        found.update(int(p.name[len(cluster.CGROUP_PREFIX):])
+                     for p in root.glob(f"{cluster.CGROUP_PREFIX}*"))
+    return sorted(i for i in found if not cluster._alive(i))
 
 
 @needs_testbed
