@@ -5,15 +5,18 @@ workers on this virtual clock), which imports it on every call: importing it
 loads neither the command line nor the calibration. The model itself is
 described by ``python -m gc_fast.simulate --help`` (gc_fast.simulate.cli).
 
-* costs: ``CostModel``, ``DEFAULT_COSTS_PATH``, ``default_costs``.
+* costs: ``CostModel`` (``hosts``: separate hosts, as the test bed's;
+  ``costs.on_hosts``, ``costs.testbed_costs_path``), ``DEFAULT_COSTS_PATH``,
+  ``default_costs``.
 * timing: ``timeline`` / ``Timeline``, ``message_arrival_times``,
   ``master_seconds``.
 * workload: ``Workload`` / ``build_workload``, ``decode_times``, the delays
   (``straggler_delays``, ``compute_factors``, ``trace_delays``),
   ``simulate_iterations`` and ``summarize``.
 * compare (``gc_fast.simulate.compare``): schemes side by side, plan, tables.
-* calibrate (loaded on first use): ``validate_run``; ``calibrate`` and the
-  fits are in ``gc_fast.simulate.calibrate``.
+* calibrate (loaded on first use): ``validate_run``; ``calibrate``,
+  ``calibrate_testbed`` (the test bed's network costs), the fits and
+  ``worker_cpu_seconds`` are in ``gc_fast.simulate.calibrate``.
 """
 from .costs import DEFAULT_COSTS_PATH, CostModel, default_costs
 from .timing import Timeline, master_seconds, message_arrival_times, timeline

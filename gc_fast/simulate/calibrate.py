@@ -2,21 +2,23 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from ..codes import make_code
-from ..data import load_data
+from ..data import SYNTHETIC, load_data
 from ..launch import mpiexec, single_thread_environment
 from ..stragglers import parse_delay
-from .compare import compare
+from .compare import compare, make_exact_code
 from .costs import CostModel
 from .workload import build_workload, compute_factors, simulate_iterations, straggler_delays
 
@@ -26,6 +28,15 @@ POLL_SECONDS = 0.3
 EVICT_BYTES = 8 * 2 ** 20
 CALIBRATION_RUNS = (("naive", 4, 0), ("naive", 8, 0), ("crc", 8, 3))
 CALIBRATION_ITERATIONS = 40
+# The test bed's calibration (calibrate_testbed): (scheme, s, --delay) of its trainer runs: two
+# byte counts without delays (network stack per byte, polls per wait), one delayed (polling
+# while delayed).
+TESTBED_CALIBRATION_RUNS = (("naive", 0, "none"), ("crc", 3, "none"),
+                            ("naive", 0, "fixed:p=0.25,seconds=0.1"))
+TESTBED_ITERATIONS = 30
+# Serialises timed test-bed jobs on this machine (they time themselves on the same cores):
+# held by calibrate_testbed and bench/validate_testbed.py.
+TESTBED_LOCK = Path("/tmp/testbed.lock")
 
 
 class CalibrationError(RuntimeError):
@@ -94,6 +105,240 @@ def calibrate(dataset="amazon-like", *, rows=None, features=None, nnz_per_row=No
         for (scheme, n, s, measured), prediction in zip(runs, predicted, strict=True)))
 
 
+def calibrate_testbed(profile, hosts, dataset="amazon-like", *, rows=None, features=None, seed=0,
+                      overrides=(), runs=TESTBED_CALIBRATION_RUNS, iterations=TESTBED_ITERATIONS,
+                      lock=TESTBED_LOCK):
+    """Measure the CostModel of the test bed `profile` (python -m gc_fast.testbed): needs root.
+
+    The kernel and the master's per-byte costs as calibrate measures them (CPU
+    time, this machine); then the trainer itself on the test bed (one rank per
+    host of `hosts`, host 0 the master's, under the test bed's lock file) for
+    each (scheme, s, delay) of `runs`, and fit_network_costs fits the
+    network stack's CPU per byte (net_byte_seconds), the polls per wait for a
+    point (wait_poll_seconds) and while delayed (poll_load) to the workers'
+    CPU seconds the runs report (worker_stats). The timing is not fitted: the
+    runs' measured and predicted mean times are stored for information.
+
+    Parameters
+    ----------
+    profile : str
+        A name of gc_fast.testbed.PROFILES.
+    hosts : sequence of HostSpec
+        The hosts (gc_fast.testbed.host_specs of the profile and `overrides`).
+    dataset, rows, features, seed
+        The data set, as for calibrate (a file is used whole: --test-fraction 0).
+    overrides : sequence of str
+        The test bed's --host settings the hosts were built with.
+    runs : sequence of (str, int, str)
+        (scheme, s, --delay) of the trainer runs, each `iterations` long.
+    lock : path or None
+        The lock file that serialises timed test-bed jobs (None: do not lock).
+
+    Returns
+    -------
+    CostModel
+        On `hosts`, with the runs in calibration_runs.
+
+    Raises
+    ------
+    CalibrationError
+        The test bed cannot be built or a trainer run failed.
+    """
+    from .costs import on_hosts
+
+    from_file = dataset not in SYNTHETIC
+    data = load_data(dataset, rows=rows, features=features, seed=seed,
+                     test_fraction=0.0 if from_file else 0.2)
+    X = data.X_train
+    options = ["--dataset", str(dataset), "--seed", str(seed)]
+    options += ["--test-fraction", "0"] if from_file else []
+    for flag, value in (("--rows", rows), ("--features", features)):
+        if value is not None:
+            options += [flag, str(value)]
+    # Measured while no other test bed job runs (they time themselves, on the same cores).
+    with testbed_lock(lock), tempfile.TemporaryDirectory() as directory:
+        master_byte_seconds, step_byte_seconds = master_seconds_per_byte(X)
+        base = on_hosts(CostModel(nnz_seconds=kernel_seconds_per_nnz(X, data.y_train),
+                                  master_byte_seconds=master_byte_seconds,
+                                  step_byte_seconds=step_byte_seconds,
+                                  source=f"calibrated {time.strftime('%Y-%m-%d %H:%M')} on "
+                                         f"{os.uname().nodename}"), hosts, f"test bed {profile}")
+        outs = [Path(directory) / f"run{index}.json" for index in range(len(runs))]
+        with testbed(profile, len(base.hosts), overrides) as bed:
+            for (scheme, s, delay), out in zip(runs, outs, strict=True):
+                run_on_testbed(bed, scheme, s, delay, iterations, out, options)
+        results = [json.loads(out.read_text()) for out in outs]
+    return fit_network_costs(results, X, base)
+
+
+def fit_network_costs(results, X, costs):
+    """`costs` with net_byte_seconds, wait_poll_seconds and poll_load fitted to trainer runs.
+
+    results: trainer --out records on separate hosts (costs.hosts) on the
+    data X. Each worker's CPU seconds per iteration (worker_stats) less its
+    modelled compute and message handling is, per iteration, net_byte_seconds
+    per byte of its point and messages + wait_poll_seconds + poll_load per
+    second of injected delay: non-negative least squares over every worker of
+    every run. calibration_runs gets, per run, the measured and predicted mean
+    time and worker CPU (measured_worker_cpu_s, fitted_worker_cpu_s) and the
+    master's CPU per iteration (measured_master_cpu_s).
+    """
+    from scipy.optimize import nnls
+
+    rows, targets, cases = [], [], []
+    for result in results:
+        workload, delays, code = _run_workload(result, X)
+        measured = worker_cpu_measured(result)
+        parts = _worker_cpu_parts(workload, costs, delays, _computed_fraction(result, workload))
+        rows.append(np.column_stack([parts["bytes"], np.ones(workload.n_workers),
+                                     parts["delay_s"]]))
+        targets.append(measured - parts["fixed_s"])
+        cases.append((result, workload, delays, code, measured))
+    (net_byte, wait_poll, poll_load), _ = nnls(np.vstack(rows), np.concatenate(targets))
+    fitted = dataclasses.replace(costs, net_byte_seconds=float(net_byte),
+                                 wait_poll_seconds=float(wait_poll), poll_load=float(poll_load))
+    records = []
+    for result, workload, delays, code, measured in cases:
+        config = result["config"]
+        exact = code if workload.scheme in ("crc", "partial-crc") else None
+        times, _ = simulate_iterations(workload, fitted, delays, code=exact)
+        computed = _computed_fraction(result, workload)
+        records.append({
+            "scheme": workload.scheme, "n_workers": workload.n_workers,
+            "n_stragglers": workload.n_stragglers, "delay": str(config.get("delay", "none")),
+            "measured_mean_s": float(result["summary"]["mean_iteration_s"]),
+            "predicted_mean_s": float(np.mean(times)),
+            "measured_worker_cpu_s": float(np.mean(measured)),
+            "fitted_worker_cpu_s": float(np.mean(worker_cpu_seconds(workload, fitted, delays,
+                                                                    computed))),
+            "measured_master_cpu_s": float(result["summary"]["master_cpu_s"]) / len(times)})
+    return dataclasses.replace(fitted, calibration_runs=tuple(records))
+
+
+def worker_cpu_seconds(workload, costs, delays, computed=None):
+    """(n,) CPU seconds per iteration of each worker on separate hosts (costs.hosts): its
+    compute and message handling, its network stack (net_byte_seconds per byte of its point
+    and messages), its polls per wait for a point (wait_poll_seconds) and while delayed
+    (poll_load of a core, at most its share).
+
+    delays: (iterations, n) injected delays (inf: never answers). computed: (n,) fraction
+    of the iterations each worker computed (default: all).
+    """
+    parts = _worker_cpu_parts(workload, costs, delays, computed)
+    share = costs.cpu_shares(workload.n_workers + 1)[1:]
+    return (parts["fixed_s"] + costs.net_byte_seconds * parts["bytes"]
+            + costs.wait_poll_seconds + np.minimum(costs.poll_load, share) * parts["delay_s"])
+
+
+def worker_cpu_measured(result):
+    """(n,) CPU seconds per iteration of each worker in a trainer --out record (worker_stats)."""
+    iterations = len(result["iterations"])
+    return np.array([stats.get("cpu_seconds", np.nan)
+                     for stats in result["summary"]["worker_stats"]]) / iterations
+
+
+def worker_cpu_of_run(result, X, costs):
+    """(measured, predicted): (n,) CPU seconds per iteration of each worker of a trainer --out
+    record on the data X, and worker_cpu_seconds' for its configuration and delays (with the
+    fraction of iterations each worker computed, from its messages_sent)."""
+    workload, delays, _ = _run_workload(result, X)
+    return worker_cpu_measured(result), worker_cpu_seconds(workload, costs, delays,
+                                                           _computed_fraction(result, workload))
+
+
+def _worker_cpu_parts(workload, costs, delays, computed=None):
+    """Per worker and iteration: fixed_s (compute and message handling), bytes (network) and
+    delay_s (seconds delayed), `computed` (n,) the fraction of iterations it computed."""
+    n = workload.n_workers
+    computed = np.ones(n) if computed is None else np.asarray(computed, dtype=np.float64)
+    per_message = workload.compute_seconds(costs) + costs.message_seconds
+    compute = np.bincount(workload.message_worker, weights=per_message, minlength=n)
+    sent = np.bincount(workload.message_worker, weights=workload.message_bytes, minlength=n)
+    delays = np.asarray(delays, dtype=np.float64)
+    return {"fixed_s": computed * compute + costs.message_seconds,
+            "bytes": workload.point_bytes + computed * sent,
+            "delay_s": np.where(np.isfinite(delays), delays, 0.0).mean(axis=0)}
+
+
+def _computed_fraction(result, workload):
+    """(n,) fraction of the run's iterations each worker sent all its messages for."""
+    per_worker = np.bincount(workload.message_worker, minlength=workload.n_workers)
+    sent = np.array([stats.get("messages_sent", 0)
+                     for stats in result["summary"]["worker_stats"]], dtype=np.float64)
+    return np.minimum(1.0, sent / (per_worker * len(result["iterations"])))
+
+
+def _run_workload(result, X):
+    """(Workload, delays, code) of a trainer --out record's configuration on the data X."""
+    config = result["config"]
+    scheme, n, s = config["scheme"], int(config["n_workers"]), int(config["n_stragglers"])
+    code = make_exact_code(scheme, n, s, partitions_per_worker=config.get("partitions_per_worker"),
+                           construction=config.get("construction"), seed=int(config["seed"]))
+    workload = build_workload(scheme, n, s, X, code=code)
+    delays = straggler_delays(parse_delay(config.get("delay", "none")), int(config["seed"]),
+                              len(result["iterations"]), n)
+    return workload, delays, code
+
+
+@contextmanager
+def testbed_lock(path=TESTBED_LOCK):
+    """Hold the lock file that serialises timed test-bed jobs (None: none). Already held when
+    inherited from flock(1) (flock PATH COMMAND keeps it open in COMMAND): nothing is taken."""
+    if path is None or _holds(path):
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _holds(path):
+    """Whether this process has `path` open (an inherited flock(1) lock)."""
+    target = os.path.realpath(path)
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return False
+    for name in names:
+        try:
+            if os.readlink(f"/proc/self/fd/{name}") == target:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+@contextmanager
+def testbed(profile, n_hosts, overrides=()):
+    """A Testbed of the profile (CalibrationError if this machine cannot host one)."""
+    from ..testbed import Testbed, TestbedUnavailable
+
+    try:
+        with Testbed.from_profile(profile, n_hosts, overrides=tuple(overrides)) as bed:
+            yield bed
+    except TestbedUnavailable as error:
+        raise CalibrationError(f"test bed {profile}: {error}") from None
+
+
+def run_on_testbed(bed, scheme, n_stragglers, delay, iterations, out, options=(), timeout=900):
+    """Run the trainer across the test bed `bed` (one rank per host) with --out `out`."""
+    argv = [sys.executable, "-m", "gc_fast.train", "--scheme", scheme,
+            "--stragglers", str(n_stragglers), "--delay", delay, "--iterations", str(iterations),
+            "--eval-every", str(iterations), "--quiet", "--out", str(out), *options]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]),
+                                                      env.get("PYTHONPATH")]))
+    result = bed.run(argv, len(bed.specs), env=env, timeout=timeout, capture_output=True,
+                     text=True)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise CalibrationError(f"trainer run {scheme} s={n_stragglers} --delay {delay} on the "
+                               f"test bed failed: {last}")
+
+
 def validate_run(path, costs, *, decode_rule="auto"):
     """Predicted vs measured for one trainer result file (python -m gc_fast.train --out).
 
@@ -111,7 +356,8 @@ def validate_run(path, costs, *, decode_rule="auto"):
     seed, iterations = int(config["seed"]), len(measured)
     delay_model = parse_delay(config.get("delay", "none"))
     X = load_data(config.get("dataset", "amazon-like"), rows=config.get("rows"),
-                  features=config.get("features"), seed=seed).X_train
+                  features=config.get("features"), seed=seed,
+                  test_fraction=config.get("test_fraction", 0.2)).X_train
     delays = straggler_delays(delay_model, seed, iterations, n)
     results = compare([(scheme, s)], n, X, costs, delays, compute_factors(delay_model, n),
                       partitions_per_worker=config.get("partitions_per_worker"),

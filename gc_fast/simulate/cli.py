@@ -24,7 +24,7 @@ from .compare import (
     save_plot,
     validation_table,
 )
-from .costs import DEFAULT_COSTS_PATH, CostModel, default_costs
+from .costs import DEFAULT_COSTS_PATH, CostModel, default_costs, on_hosts, testbed_costs_path
 from .workload import compute_factors, straggler_delays, trace_delays
 
 USAGE = """Discrete-event model of synchronous gradient-coded iterations: predict, compare, plan.
@@ -33,6 +33,8 @@ USAGE = """Discrete-event model of synchronous gradient-coded iterations: predic
     python -m gc_fast.simulate --workers 1000 --stragglers 1,3,7 --plan --delay exp:shift=0,mean=0.002
     python -m gc_fast.simulate --calibrate              # measure this machine, save the cost file
     python -m gc_fast.simulate --validate RUN.json ...  # predicted vs measured trainer runs
+    python -m gc_fast.simulate --testbed-profile t2.micro --scheme naive,crc -s 1,3
+    python -m gc_fast.simulate --calibrate --testbed-profile t2.micro  # root: on the test bed
 
 One iteration (seconds after the master starts it; CostModel names the costs):
 
@@ -80,6 +82,27 @@ are oversubscribed. `background` must describe the load while the job runs
 shared machine whose load moves, single predictions of the trainer here
 missed by up to +-50%, their average over five calibrate-and-run rounds by
 at most 17% (see --validate).
+
+Separate hosts (``--testbed-profile PROFILE``, ``--host I:SETTINGS``: the
+shapes of ``python -m gc_fast.testbed``, gc_fast.testbed.hosts; CostModel
+hosts): one host per rank, host 0 the master's, each with a share of one
+core and a link rate each way. Every rank's CPU work takes work / its share.
+The master hands the points over in worker order (gather, message_seconds and
+its network stack's net_byte_seconds per byte, at its share); point w crosses
+the master's link, shared max-min fairly with the other points in flight
+(concurrent TCP streams), and worker w's link; worker w starts `latency` +
+its delay after it, computes at its share (its network stack works while its
+bytes flow, so its link moves at most share / net_byte_seconds bytes/s);
+each message crosses its worker's link and the master's (shared with the
+others), reaches the master `latency` later and is received one at a time
+(message_seconds + net_byte_seconds per byte, at the master's share); then
+steps 4 and 5 at the master's share. ``--calibrate --testbed-profile
+PROFILE`` (root) measures the kernel and master costs here, runs the trainer
+on that test bed (TESTBED_CALIBRATION_RUNS, under /tmp/testbed.lock) and fits
+net_byte_seconds, wait_poll_seconds (polls per wait for a point) and
+poll_load (polling while delayed) to its workers' CPU seconds; saved to
+costs-testbed-PROFILE.json beside the default cost file, which
+``--testbed-profile`` then loads.
 
 Public API (shared with local mode, which runs the real master with
 in-process workers on this virtual clock):
@@ -139,7 +162,7 @@ are replayed in order, cyclically if more iterations are asked for.
 
 COST_FLAGS = ("nnz_seconds", "partition_seconds", "bandwidth", "latency", "message_seconds",
               "poll_load", "master_byte_seconds", "step_byte_seconds", "cores", "background",
-              "contention")
+              "contention", "net_byte_seconds")
 
 
 class UsageError(Exception):
@@ -209,6 +232,8 @@ def _add_data_options(add):
     add("--rows", type=int, default=None, help="training rows of a synthetic set")
     add("--features", type=int, default=None, help="features of a synthetic set")
     add("--nnz-per-row", type=int, default=None, help="non-zeros per row of amazon-like")
+    add("--test-fraction", type=float, default=0.2,
+        help="held-out fraction of a data file, as the trainer's (default 0.2)")
     add("--decode-rule", choices=("auto", "exact", "structural"), default="auto",
         help=f"exact: the code objects' decoders (slow for large n); structural: the n - s "
              f"rules; auto (default): exact for n <= {EXACT_MAX_WORKERS}")
@@ -239,6 +264,16 @@ def _add_cost_options(add):
              "(the machine's load while the job runs)")
     add("--contention", type=float, default=None,
         help="override: extra CPU cost per unit of core oversubscription (see CostModel)")
+    add("--net-byte-seconds", type=float, default=None,
+        help="override: CPU seconds per byte sent or received over a cluster link")
+    add("--testbed-profile", default=None, metavar="PROFILE",
+        help="model separate hosts shaped like the test bed's PROFILE (python -m "
+             "gc_fast.testbed --profile, e.g. t2.micro), one per rank; loads "
+             "costs-testbed-PROFILE.json beside the default cost file if it exists (written by "
+             "--calibrate --testbed-profile PROFILE)")
+    add("--host", action="append", default=[], metavar="I:SETTINGS",
+        help="with --testbed-profile: host I's settings, as the test bed's --host, e.g. "
+             "3:cpu=0.06,rate=50mbit (repeatable; host 0 is the master's)")
 
 
 def _add_mode_options(add):
@@ -282,16 +317,35 @@ def _schemes(text):
     return list(dict.fromkeys(names)), True
 
 
-def load_costs(args):
-    """The cost file (--costs, else the default one if present, else defaults) with the
-    command line's overrides."""
-    costs = CostModel.load(args.costs) if args.costs is not None else default_costs()
+def load_costs(args, n_workers=None):
+    """The cost file (--costs; else with --testbed-profile its calibrated file if present;
+    else the default one if present; else defaults) with the command line's overrides, on
+    the hosts of --testbed-profile (and --host) for n_workers workers."""
+    path = args.costs
+    if path is None and args.testbed_profile is not None:
+        calibrated = testbed_costs_path(args.testbed_profile)
+        path = calibrated if calibrated.exists() else None
+    costs = CostModel.load(path) if path is not None else default_costs()
+    if args.testbed_profile is not None:
+        costs = on_hosts(costs, _testbed_hosts(args, n_workers), f"test bed {args.testbed_profile}")
+    elif args.host:
+        raise UsageError("--host needs --testbed-profile")
     overrides = {name: getattr(args, name) for name in COST_FLAGS
                  if getattr(args, name) is not None}
     if overrides:
         costs = dataclasses.replace(costs, **overrides, source=costs.source + " + overrides "
                                     + ", ".join(sorted(overrides)))
     return costs
+
+
+def _testbed_hosts(args, n_workers):
+    """The HostSpecs of --testbed-profile with --host for the master and n_workers workers."""
+    from ..testbed.hosts import PROFILES, host_specs  # light: no root, no pyroute2
+
+    if args.testbed_profile not in PROFILES:
+        raise UsageError(f"unknown --testbed-profile {args.testbed_profile!r}; profiles: "
+                         f"{', '.join(sorted(PROFILES))}")
+    return host_specs(PROFILES[args.testbed_profile], (n_workers or 8) + 1, overrides=args.host)
 
 
 def _check_data_flags(args):
@@ -310,7 +364,7 @@ def run_simulation(args):
     n_workers = _positive("--workers", args.workers, trace_rows, 1, default=8)
     iterations = _positive("--iterations", args.iterations, trace_rows, 0, default=100)
     pairs, notes = _pairs(args, n_workers)
-    costs = load_costs(args)
+    costs = load_costs(args, n_workers)
     delay_model = parse_delay(args.delay)
     if trace_rows is not None:
         delays = trace_rows[np.arange(iterations) % trace_rows.shape[0]]
@@ -323,7 +377,8 @@ def run_simulation(args):
         source = f"delay {delay_model}"
     _check_data_flags(args)
     X = load_data(args.dataset, rows=args.rows, features=args.features,
-                  nnz_per_row=args.nnz_per_row, seed=args.seed).X_train
+                  nnz_per_row=args.nnz_per_row, test_fraction=args.test_fraction,
+                  seed=args.seed).X_train
     results = compare(pairs, n_workers, X, costs, delays, factors,
                       partitions_per_worker=args.partitions_per_worker,
                       construction=args.construction, seed=args.seed, decode_rule=args.decode_rule)
@@ -386,24 +441,47 @@ def _pairs(args, n_workers):
 
 
 def run_calibration(args):
-    """Measure the costs (calibrate) and save them to --costs or DEFAULT_COSTS_PATH."""
-    path = Path(args.costs) if args.costs is not None else DEFAULT_COSTS_PATH
+    """Measure the costs (calibrate; with --testbed-profile calibrate_testbed) and save them to
+    --costs, else DEFAULT_COSTS_PATH (testbed_costs_path(PROFILE))."""
     _check_data_flags(args)
-    costs = calibration.calibrate(args.dataset, rows=args.rows, features=args.features,
-                                  nnz_per_row=args.nnz_per_row, seed=args.seed)
+    if args.testbed_profile is not None:
+        path = (Path(args.costs) if args.costs is not None
+                else testbed_costs_path(args.testbed_profile))
+        hosts = _testbed_hosts(args, args.workers)
+        costs = calibration.calibrate_testbed(args.testbed_profile, hosts, args.dataset,
+                                              rows=args.rows, features=args.features,
+                                              seed=args.seed, overrides=args.host)
+    else:
+        path = Path(args.costs) if args.costs is not None else DEFAULT_COSTS_PATH
+        costs = calibration.calibrate(args.dataset, rows=args.rows, features=args.features,
+                                      nnz_per_row=args.nnz_per_row, seed=args.seed)
     costs.save(path)
     print(f"wrote {path}\n{_costs_header(costs)}")
+    for run in costs.calibration_runs:
+        if "measured_worker_cpu_s" in run:
+            print(f"  {run['scheme']} s={run['n_stragglers']} {run['delay']}: worker CPU "
+                  f"{1e3 * run['measured_worker_cpu_s']:.2f} ms/iteration measured, "
+                  f"{1e3 * run['fitted_worker_cpu_s']:.2f} fitted")
 
 
 def run_validation(args):
     """Predicted vs measured for every --validate file; --json."""
-    costs = load_costs(args)
+    costs = load_costs(args, max(_run_workers(path) for path in args.validate)
+                       if args.testbed_profile is not None else None)
     runs = [calibration.validate_run(path, costs, decode_rule=args.decode_rule)
             for path in args.validate]
     print(_costs_header(costs))
     print(validation_table(runs))
     if args.json:
         _write_json(args.json, {"costs": costs.to_dict(), "runs": runs})
+
+
+def _run_workers(path):
+    """n_workers of a trainer result file (0 if unreadable: validate_run reports it)."""
+    try:
+        return int(json.loads(Path(path).read_text())["config"]["n_workers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
 
 
 def run_pingpong():
@@ -422,11 +500,28 @@ def _costs_header(costs):
     cores = (f"{costs.cores:g} shared with {costs.background:g} busy background processes, "
              f"polling {100 * costs.poll_load:.1f}% of a core, contention {costs.contention:.3f}"
              if costs.shared else "one per rank")
+    if costs.hosts:
+        cores = (f"separate hosts: {_hosts_text(costs.hosts)}; network stack "
+                 f"{1e9 * costs.net_byte_seconds:.2f} ns/byte each end")
     return (f"costs: {costs.source}\n  compute {compute}; messages "
             f"{costs.bandwidth / 1e9:.2f} GB/s, {1e6 * costs.latency:.0f} us latency, "
             f"{1e6 * costs.message_seconds:.0f} us CPU each; master "
             f"{1e9 * costs.master_byte_seconds:.3f} ns/byte gather+combine, "
             f"{1e9 * costs.step_byte_seconds:.3f} ns/byte step; cores {cores}")
+
+
+def _hosts_text(hosts):
+    """The hosts as 'master 1 core 1000 Mbit/s; 8 workers 0.12 core 100 Mbit/s'."""
+    def shape(host):
+        cpu, rate = host
+        return (f"{'1' if cpu is None else f'{cpu:g}'} core "
+                f"{'unlimited' if rate is None else f'{rate / 1e6:g} Mbit/s'}")
+    groups = {}
+    for host in hosts[1:]:
+        groups[shape(host)] = groups.get(shape(host), 0) + 1
+    workers = ", ".join(f"{count} worker{'s' * (count > 1)} {text}"
+                        for text, count in groups.items())
+    return f"master {shape(hosts[0])}; {workers}"
 
 
 def data_label(dataset, X):

@@ -11,7 +11,8 @@ import numpy as np
 DEFAULT_COSTS_PATH = Path.home() / ".cache" / "gc_fast" / "costs.json"
 
 _NON_NEGATIVE = ("nnz_seconds", "latency", "message_seconds", "poll_load", "master_byte_seconds",
-                 "step_byte_seconds", "background", "contention")
+                 "step_byte_seconds", "background", "contention", "net_byte_seconds",
+                 "wait_poll_seconds")
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,8 @@ class CostModel:
         CPU seconds a rank spends per message it sends or receives (MPI and
         Python handling, besides the bytes).
     poll_load : float
-        Fraction of a core a waiting rank burns polling.
+        Fraction of a core a waiting rank burns polling (on separate hosts:
+        a delayed worker, at most its share; CPU accounting only).
     master_byte_seconds : float
         Master's gather (points out) and decode-combine (messages in), per byte.
     step_byte_seconds : float
@@ -59,7 +61,27 @@ class CostModel:
     calibration_runs : tuple of dict
         The trainer runs contention was fitted to, as [{"scheme", "n_workers",
         "n_stragglers", "measured_mean_s", "predicted_mean_s"}] (information
-        only).
+        only; on a test bed, the runs the network costs were fitted to).
+    hosts : tuple of (cpu, rate_bits)
+        A cluster of separate hosts (cores must be inf), one pair per rank,
+        host 0 the master's: its share of one core (None: a whole core) and
+        its link rate each way in bits per second (None: unlimited), as
+        gc_fast.testbed.hosts.HostSpec. A rank's CPU work takes work / cpu;
+        a point crosses the master's link (shared by every worker's point)
+        and its worker's link, a message its worker's link and the master's
+        (max-min fair sharing, as concurrent TCP streams). Empty: the
+        cluster model of `bandwidth` (or one machine's, with finite cores).
+    net_byte_seconds : float
+        CPU seconds a rank spends per byte it sends or receives over a link
+        (the network stack: copies, TCP; its sender and its receiver each
+        pay it). Over a cluster only; on one machine the copy is
+        bytes / bandwidth.
+    wait_poll_seconds : float
+        CPU seconds a worker on a cluster host spends polling while it waits
+        for each point (the trainer polls a fixed number of times per wait);
+        its polling during an injected delay is poll_load of a core (at most
+        its share). Information for the CPU accounting (worker_cpu_seconds):
+        a waiting rank has nothing else to run, so it delays nothing.
     source : str
         Where the numbers come from (shown in the table header).
 
@@ -81,6 +103,9 @@ class CostModel:
     background: float = 0.0
     contention: float = 0.0
     calibration_runs: tuple = ()
+    hosts: tuple = ()
+    net_byte_seconds: float = 0.0
+    wait_poll_seconds: float = 0.0
     source: str = "built-in defaults (not measured; run --calibrate)"
 
     def __post_init__(self):
@@ -96,6 +121,10 @@ class CostModel:
             raise ValueError(f"cost bandwidth must be > 0 bytes/s, got {self.bandwidth}")
         if not self.cores >= 1:
             raise ValueError(f"cost cores must be >= 1 (inf: a core per rank), got {self.cores}")
+        object.__setattr__(self, "hosts", tuple(_host(host) for host in self.hosts))
+        if self.hosts and self.shared:
+            raise ValueError(f"cost hosts are separate machines: cores must be inf, "
+                             f"got {self.cores:g}")
 
     @property
     def shared(self):
@@ -107,6 +136,7 @@ class CostModel:
         values = dataclasses.asdict(self)
         values["cores"] = self.cores if self.shared else None
         values["calibration_runs"] = [dict(run) for run in self.calibration_runs]
+        values["hosts"] = [list(host) for host in self.hosts]
         return values
 
     @classmethod
@@ -123,6 +153,8 @@ class CostModel:
         if "calibration_runs" in values:
             values["calibration_runs"] = tuple(dict(run)
                                                for run in values["calibration_runs"] or ())
+        if "hosts" in values:
+            values["hosts"] = tuple(values["hosts"] or ())
         if source is not None:
             values["source"] = source
         return cls(**values)
@@ -164,10 +196,64 @@ class CostModel:
         return 1.0 + self.contention * np.clip(over, 0.0, 1.0)
 
     def copy_seconds(self, n_bytes):
-        """CPU seconds a rank spends moving n_bytes itself (0 over a network link)."""
+        """CPU seconds a rank spends moving n_bytes itself: a copy on one machine, the network
+        stack's net_byte_seconds per byte over a link."""
         if self.shared:
             return np.asarray(n_bytes) / self.bandwidth
-        return np.zeros(np.shape(n_bytes))
+        return self.net_byte_seconds * np.asarray(n_bytes, dtype=np.float64)
+
+    def cpu_shares(self, n_ranks):
+        """(n_ranks,) share of one core of each rank, the master first: the hosts' CPU (None:
+        1), or 1 each without hosts (with finite cores, CostModel.rate shares them)."""
+        if not self.hosts:
+            return np.ones(n_ranks)
+        return np.array([1.0 if cpu is None else cpu for cpu, _ in self._hosts_for(n_ranks)])
+
+    def link_rates(self, n_ranks):
+        """(n_ranks,) bytes per second of each rank's link each way, the master first (inf:
+        unlimited); None without hosts."""
+        if not self.hosts:
+            return None
+        return np.array([np.inf if rate is None else rate / 8.0
+                         for _, rate in self._hosts_for(n_ranks)])
+
+    def _hosts_for(self, n_ranks):
+        if len(self.hosts) < n_ranks:
+            raise ValueError(f"the costs describe {len(self.hosts)} hosts but {n_ranks} ranks "
+                             f"(the master and {n_ranks - 1} workers) need one each: pass "
+                             f"--testbed-profile for this many workers")
+        return self.hosts[:n_ranks]
+
+
+def _host(host):
+    """One entry of CostModel.hosts as (cpu share or None, link bits/s or None), checked; a
+    HostSpec (cpu, rate_bits) is accepted too."""
+    if hasattr(host, "rate_bits"):
+        host = (host.cpu, host.rate_bits)
+    try:
+        cpu, rate = host
+    except (TypeError, ValueError):
+        raise ValueError(f"cost hosts must be (cpu share, link bits/s) pairs, "
+                         f"got {host!r}") from None
+    for name, value in (("cpu share", cpu), ("link rate", rate)):
+        if value is not None and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"cost hosts: a {name} must be a number > 0 or null, got {value}")
+    return (None if cpu is None else float(cpu), None if rate is None else float(rate))
+
+
+def testbed_costs_path(profile):
+    """Where --calibrate --testbed-profile PROFILE saves its costs (beside DEFAULT_COSTS_PATH)."""
+    return DEFAULT_COSTS_PATH.with_name(f"costs-testbed-{profile}.json")
+
+
+def on_hosts(costs, hosts, label):
+    """`costs` on separate `hosts` (HostSpecs or (cpu, rate_bits) pairs, host 0 the
+    master's): cores inf, the source naming `label`."""
+    hosts = tuple(_host(host) for host in hosts)
+    if costs.hosts == hosts:
+        return costs
+    return dataclasses.replace(costs, cores=float("inf"), background=0.0, hosts=hosts,
+                               source=f"{costs.source} on {label}")
 
 
 def default_costs():

@@ -32,7 +32,12 @@ def message_arrival_times(compute_seconds, delays, message_bytes, costs, *, mess
     reach the master (costs.message_seconds + bytes / costs.bandwidth each).
     Finite costs.cores: every rank, the master included, shares the cores
     with costs.background processes and runs at CostModel.rate (latency
-    stretches alike); infinite: a core per rank.
+    stretches alike); infinite: a core per rank. With costs.hosts (separate
+    hosts, _separate_hosts): every rank's CPU work takes work / its host's
+    share, and the points and messages cross the master's link and their
+    worker's, shared max-min fairly (_host_links); the master then receives
+    each message (message_seconds + costs.copy_seconds of its bytes, at its
+    share).
 
     Parameters
     ----------
@@ -75,7 +80,7 @@ def master_seconds(combined_bytes, n_features, costs, *, n_workers=0, busy_worke
     work = (costs.master_byte_seconds * np.asarray(combined_bytes)
             + costs.step_byte_seconds * 8.0 * n_features)
     busy = 1 + np.asarray(busy_workers)
-    return work / costs.rate(busy, n_workers + 1 - busy)
+    return work / costs.rate(busy, n_workers + 1 - busy) / costs.cpu_shares(1)[0]
 
 
 def timeline(compute_seconds, delays, message_bytes, costs, *, message_worker=None,
@@ -101,21 +106,25 @@ def timeline(compute_seconds, delays, message_bytes, costs, *, message_worker=No
     delays = np.broadcast_to(offset + delays, lead + (n_workers,)).reshape(rows, n_workers)
     size = np.broadcast_to(np.asarray(message_bytes, dtype=np.float64),
                            lead + (n_messages,)).reshape(rows, n_messages)
-    # A worker's CPU work per message: compute, handling and copying it, and
-    # (first message) receiving its point.
+    # A worker's CPU work per message: compute, handling (and on one machine copying) it,
+    # and (first message) receiving its point. Over a link its network stack runs while the
+    # bytes flow instead (it limits the worker's link: _separate_hosts).
+    copy = costs.copy_seconds if costs.shared else np.zeros_like
     work = np.broadcast_to(compute, lead + (n_messages,)).reshape(rows, n_messages)
-    work = work + costs.message_seconds + costs.copy_seconds(size)
+    work = work + costs.message_seconds + copy(size)
     table = _send_order(message_worker, n_workers)
     first = table[:, 0][table[:, 0] >= 0]
     if point_bytes is not None:
-        work[:, first] += (costs.message_seconds
-                           + costs.copy_seconds(point_bytes[message_worker[first]]))
+        work[:, first] += costs.message_seconds + copy(point_bytes[message_worker[first]])
     if carry_seconds is not None:
         carry = np.asarray(carry_seconds, dtype=np.float64).reshape(rows, n_workers)
         work[:, first] += carry[:, message_worker[first]]
     valid = table >= 0
     milestones = np.cumsum(np.where(valid[None], work[:, np.where(valid, table, 0)], 0.0), axis=2)
-    if costs.shared and n_workers <= SHARING_MAX_WORKERS:
+    if costs.hosts:
+        begin, finish, arrival = _separate_hosts(delays, milestones, size, table, message_worker,
+                                                 costs, point_bytes)
+    elif costs.shared and n_workers <= SHARING_MAX_WORKERS:
         machine = _SharedMachine(delays, milestones, valid.sum(axis=1), size, table, costs,
                                  point_bytes)
         begin, finish, arrival = machine.run()
@@ -173,8 +182,112 @@ def _point_work(point_bytes, costs):
 
 
 def _receive_work(size, costs):
-    """Master time per received message: handling plus the bytes (a copy, or the ingress link)."""
-    return costs.message_seconds + size / costs.bandwidth
+    """Master time per received message: handling plus the bytes: the copy (one machine), the
+    network stack's CPU (a cluster) and, without hosts (whose links are modelled apart), the
+    ingress link."""
+    link = 0.0 if costs.shared or costs.hosts else size / costs.bandwidth
+    return costs.message_seconds + costs.copy_seconds(size) + link
+
+
+def _separate_hosts(delays, milestones, size, table, message_worker, costs, point_bytes):
+    """Separate hosts (costs.hosts), no event loop over CPU: the master hands the points over
+    in worker order (its CPU work at its share: gather, handling, network stack), they cross
+    the links (_host_links), worker w starts latency + its delay after its point and works
+    at its share; its messages cross the links in the order sent, reach the master latency
+    later and are received one at a time (its CPU work at its share) once every point is
+    handed over. A worker's network stack works while its bytes flow: its link moves at
+    most share / net_byte_seconds bytes per second."""
+    rows, n, _ = milestones.shape
+    shares, links = costs.cpu_shares(n + 1), costs.link_rates(n + 1)
+    if costs.net_byte_seconds > 0:
+        links[1:] = np.minimum(links[1:], shares[1:] / costs.net_byte_seconds)
+    begin, handed_all = delays, 0.0
+    if point_bytes is not None:
+        handed = np.cumsum(_point_work(point_bytes, costs)) / shares[0]
+        handed_all = handed[-1]
+        delivered = _host_links(np.broadcast_to(handed, (rows, n)), point_bytes,
+                                np.arange(n), links[1:], links[0])
+        begin = delays + delivered + costs.latency
+    finish = begin[:, :, None] + milestones / shares[1:, None]
+    valid = table >= 0
+    sent = np.full(size.shape, np.inf)
+    sent[:, table[valid]] = finish[:, valid]
+    ready = _host_links(sent, size, message_worker, links[1:], links[0]) + costs.latency
+    return begin, finish, _fifo(np.maximum(ready, handed_all),
+                                _receive_work(size, costs) / shares[0])
+
+
+def _host_links(start, size, connection, rates, shared_rate):
+    """When each transfer has crossed its connection's link and the shared one (rows, k).
+
+    Transfer j is handed to connection[j] (a worker's link, rates[c] bytes/s) at start[:, j]
+    (inf: never) and moves size[..., j] bytes; a connection carries its transfers one after
+    another in order of start (one TCP stream), and the busy connections share shared_rate
+    (the master's link) max-min fairly (_fair_rates). A fluid event loop vectorised over
+    rows: each step starts a transfer or finishes one.
+    """
+    start = np.asarray(start, dtype=np.float64)
+    rows, k = start.shape
+    if k == 0:
+        return start.copy()
+    left = np.broadcast_to(np.asarray(size, dtype=np.float64), (rows, k)).copy()
+    connection = np.asarray(connection, dtype=np.int64)
+    n = len(rates)
+    # Each row's transfers grouped by connection, in order of start within one.
+    by_start = np.argsort(start, axis=1, kind="stable")
+    order = np.take_along_axis(by_start, np.argsort(connection[by_start], axis=1, kind="stable"),
+                               axis=1)
+    counts = np.bincount(connection, minlength=n)
+    first, last = np.cumsum(counts) - counts, np.cumsum(counts)
+    position = np.broadcast_to(first, (rows, n)).copy()  # each connection's current transfer
+    row = np.arange(rows)[:, None]
+    finish = np.full((rows, k), np.inf)
+    now = np.zeros(rows)
+    for _ in range(2 * k + 1):
+        pending = position < last
+        head = order[row, np.minimum(position, max(k - 1, 0))]
+        head_start = np.where(pending, start[row, head], np.inf)
+        active = pending & (head_start <= now[:, None])
+        rate = _fair_rates(np.where(active, rates[None, :], 0.0), shared_rate)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            to_finish = np.where(active, np.where(rate > 0, left[row, head] / rate, np.inf),
+                                 np.inf)
+        to_start = np.where(pending & ~active, head_start - now[:, None], np.inf)
+        step = np.minimum(to_finish.min(axis=1, initial=np.inf),
+                          to_start.min(axis=1, initial=np.inf))
+        live = np.isfinite(step)
+        if not live.any():
+            break
+        step = np.where(live, step, 0.0)
+        now = now + step
+        close = 1e-12 * np.maximum(now, 1e-3)
+        done = active & live[:, None] & (to_finish <= step[:, None] + close[:, None])
+        moving = active & live[:, None] & ~done
+        r, c = np.nonzero(moving)
+        left[r, head[r, c]] -= rate[r, c] * step[r]
+        r, c = np.nonzero(done)
+        finish[r, head[r, c]] = now[r]
+        left[r, head[r, c]] = 0.0
+        position[r, c] += 1
+    return finish
+
+
+def _fair_rates(rates, shared_rate):
+    """Max-min fair rates (rows, n) of connections limited to `rates` each (0: idle) that
+    share one link of shared_rate: each gets min(its rate, level), the level filling the
+    shared link (inf if their rates fit in it)."""
+    if not np.isfinite(shared_rate) or (rates.sum(axis=1) <= shared_rate).all():
+        return rates
+    ordered = np.sort(rates, axis=1)
+    below = np.zeros_like(ordered)  # the sum of the rates below each (those are met first)
+    below[:, 1:] = np.cumsum(ordered, axis=1)[:, :-1]
+    with np.errstate(invalid="ignore"):
+        level = (shared_rate - below) / (rates.shape[1] - np.arange(rates.shape[1]))
+        fits = level <= ordered
+    found = fits.any(axis=1)
+    first = np.argmax(fits, axis=1)
+    level = np.where(found, level[np.arange(len(rates)), first], np.inf)
+    return np.minimum(rates, level[:, None])
 
 
 def _closed_form(delays, milestones, size, table, costs, point_bytes):
