@@ -34,7 +34,7 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
         optimizer="nag", iterations=100, l2=0.0, delay="none", seed=0, local=None, comm=None,
         n_workers=None, backend="cython", support=None, objective=None, eval_every=1,
         keep_trajectory=False, code_options=None, costs=None, deadline=None,
-        message_dtype="float64"):
+        message_dtype="float64", partition_data=None):
     """Minimise sum_j f_j(w) + (l2/2)||w||^2 by gradient-coded distributed GD (or NAG).
 
     Parameters
@@ -42,6 +42,7 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
     partition_gradient : callable
         ``partition_gradient(j, w)``: gradient of partition j's term at w, an
         array of w's shape (float64). The full gradient is the sum over j.
+        With partition_data: ``partition_gradient(j, w, data_j)``.
     w0 : array_like
         Starting point (1-D).
     n_partitions : int
@@ -98,6 +99,14 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
         or float32, half the bytes both ways but INEXACT (the point and the
         messages are rounded to float32; computing, decoding and stepping stay
         float64). Local mode rounds the same way.
+    partition_data : path or callable, optional
+        Data that no rank needs whole. A sharded folder (``python -m
+        gc_fast.data shard FILE OUT/``): data_j is (X_j, y_j), the CSR rows
+        and labels of partition j when the training rows are split into
+        n_partitions contiguous ranges (gc_fast.data.partition_bounds; the
+        folder's ShardedDataset tells n_train, for a mean over rows). Or a
+        callable ``load(j)`` returning data_j. Each worker loads only the
+        partitions it holds, once.
 
     Returns
     -------
@@ -128,8 +137,26 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
                         seed=seed, backend=backend, deadline=deadline, eval_every=eval_every,
                         objective=objective, keep_trajectory=keep_trajectory,
                         message_dtype=message_dtype)
-    return solve(lambda: DenseProblem(partition_gradient, len(w0), support), settings,
-                 comm=comm, costs=costs)
+    return solve(lambda: DenseProblem(partition_gradient, len(w0), support,
+                                      _partition_loader(partition_data, n_partitions)),
+                 settings, comm=comm, costs=costs)
+
+
+def _partition_loader(partition_data, n_partitions):
+    """load(j) for run's partition_data: a callable as given, a sharded folder's rows of
+    partition j, or None."""
+    if partition_data is None or callable(partition_data):
+        return partition_data
+    from .data import partition_bounds
+    from .data.shards import ShardedDataset
+
+    shards = ShardedDataset(partition_data)
+    bounds = partition_bounds(shards.n_train, check_integer("n_partitions", n_partitions, 1))
+
+    def load(j):
+        return shards.rows(int(bounds[j]), int(bounds[j + 1]))
+
+    return load
 
 
 def _launched_size():

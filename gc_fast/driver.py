@@ -19,6 +19,7 @@ snapshots, checkpoints and progress are ``Hook``s on the master's loop, not
 copies in each caller.
 """
 import os
+import resource
 import time
 from dataclasses import dataclass, field
 
@@ -80,6 +81,11 @@ def resident_memory_bytes():
             return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def peak_memory_bytes():
+    """This process's peak resident set size so far (getrusage: Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @dataclass
@@ -358,9 +364,10 @@ def drive(master, run, hooks):
     return time.perf_counter() - started, time.process_time() - cpu_started, rss_first
 
 
-def serve(transport, task, delay_model, seed, worker, n_workers):
+def serve(transport, task, delay_model, seed, worker, n_workers, setup_seconds=0.0):
     """Worker `worker`'s loop: compute and send the coded messages for the newest point until
-    STOP, then report its counters (transports.STATS_FIELDS)."""
+    STOP, then report its counters (transports.STATS_FIELDS; setup_seconds: its set-up, data
+    loading included)."""
     counts = {"sent": 0, "abandoned": 0}
     point = transport.next_point()
     cpu_started = time.process_time()
@@ -372,7 +379,8 @@ def serve(transport, task, delay_model, seed, worker, n_workers):
         point = transport.next_point()
     rss_end = resident_memory_bytes()
     transport.finish(np.array([counts["sent"], counts["abandoned"], rss_start or rss_end, rss_end,
-                               time.process_time() - cpu_started, os.nice(0)], dtype=np.float64))
+                               time.process_time() - cpu_started, os.nice(0), peak_memory_bytes(),
+                               setup_seconds], dtype=np.float64))
 
 
 def _compute(transport, task, delay_model, seed, worker, n_workers, iteration, point, counts):
@@ -506,7 +514,8 @@ def solve(problem, settings, *, comm=None, hooks=(), costs=None):
     n_workers = (DEFAULT_LOCAL_WORKERS if settings.n_workers is None
                  else check_integer("n_workers", settings.n_workers, 1))
     run = setup(problem, settings, n_workers=n_workers, hooks=hooks)
-    supports, assembler = _assembler(run)
+    supports = run.problem.supports(run.code)
+    assembler = _assembler(run, supports)
     transport = LocalTransport(run, supports, assembler, costs)
     master = Master(run.code, assembler, run.optimizer, transport, deadline=settings.deadline)
     return _finish(run, master, hooks, drive(master, run, hooks), "local")
@@ -517,20 +526,23 @@ def _solve_over_mpi(problem, settings, comm, hooks):
     from . import transports
 
     rank, n_workers = comm.Get_rank(), comm.Get_size() - 1
-    message = None
+    message, started = None, time.perf_counter()
     try:
         run = setup(problem, settings, n_workers=n_workers, rank=rank, mpi=True, hooks=hooks)
     except SETUP_ERRORS as error:
         message = str(error) or type(error).__name__
+    setup_seconds = time.perf_counter() - started
     failed = [m for m in transports.gather_errors(comm, message) if m]
     if failed:
         raise ValueError(failed[0])
+    # The workers tell the master their supports: the master needs none of their data.
+    supports = transports.gather_supports(comm, None if rank == 0 else run.task.support)
     code, result, failure = run.code, None, None
     with transports.abort_on_error(comm):
         options = {"priorities": settings.priorities, "shared_memory": settings.shared_memory,
                    "message_dtype": settings.message_dtype}
         if rank == 0:
-            master = _mpi_master(comm, run, options)
+            master = _mpi_master(comm, run, supports, options)
             transports.barrier(comm)
             try:
                 result = _finish(run, master, hooks, drive(master, run, hooks), "mpi")
@@ -543,7 +555,8 @@ def _solve_over_mpi(problem, settings, comm, hooks):
                          transports.SharedMemoryWorkerTransport(comm, run.task, window, rank - 1,
                                                                backend=settings.backend))
             transports.barrier(comm)
-            serve(transport, run.task, run.delay_model, settings.seed, rank - 1, code.n_workers)
+            serve(transport, run.task, run.delay_model, settings.seed, rank - 1, code.n_workers,
+                  setup_seconds)
     if not settings.everywhere:
         if failure is not None:
             raise failure
@@ -554,13 +567,13 @@ def _solve_over_mpi(problem, settings, comm, hooks):
     return _broadcast_result(comm, result, run, transports)
 
 
-def _mpi_master(comm, run, options):
+def _mpi_master(comm, run, supports, options):
     """The master's Master over the transport `connect` picks (shared memory on one node,
-    else messages of settings.message_dtype)."""
+    else messages of settings.message_dtype), for the workers' `supports`."""
     from . import transports
 
     code, settings = run.code, run.settings
-    supports, assembler = _assembler(run)
+    assembler = _assembler(run, supports)
     window = transports.connect(comm, code, run.n_features, message_ptr=assembler.ptr, **options)
     common = {"backend": settings.backend, "on_deaths": lost_check(code)}
     if window is None:
@@ -572,11 +585,9 @@ def _mpi_master(comm, run, options):
     return Master(code, assembler, run.optimizer, transport, deadline=settings.deadline)
 
 
-def _assembler(run):
-    """(per-worker supports, the GradientAssembler) of the master of `run`."""
-    supports = run.problem.supports(run.code)
-    return supports, GradientAssembler(run.code, supports, run.n_features,
-                                       backend=run.settings.backend)
+def _assembler(run, supports):
+    """The GradientAssembler of the master of `run` for the workers' `supports`."""
+    return GradientAssembler(run.code, supports, run.n_features, backend=run.settings.backend)
 
 
 def _finish(run, master, hooks, measured, mode, rank=0):

@@ -17,6 +17,8 @@ Scikit-learn compatibility: both pass `check_estimator`; the logistic model
 is binary (tags.classifier_tags.multi_class = False), both accept sparse X,
 neither takes sample weights.
 """
+import os
+
 import numpy as np
 import scipy.sparse as sp
 from scipy.special import expit, log_expit
@@ -26,8 +28,14 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .api import resolve_comm
+from .data.shards import ShardedDataset, is_sharded
 from .driver import Settings, solve
-from .objective import lipschitz_logistic, lipschitz_squared
+from .objective import (
+    lipschitz_logistic,
+    lipschitz_squared,
+    logistic_smoothness,
+    squared_smoothness,
+)
 from .problems import SparseLinearProblem
 
 
@@ -58,13 +66,21 @@ class _GradientCodedLinearModel(BaseEstimator):
         return tags
 
     def _fit(self, X, y):
-        """Run the coded optimiser on (X, y) with y already numeric; set the fitted attributes."""
-        design = self._design(X)
+        """Run the coded optimiser on (X, y) with y already numeric, or on a sharded set X
+        (y None); set the fitted attributes."""
         seed = self._seed()
-        lipschitz = lipschitz_logistic if self._loss == "logistic" else lipschitz_squared
+        if y is None:
+            design = X
+            lipschitz = logistic_smoothness if self._loss == "logistic" else squared_smoothness
 
-        def inverse_lipschitz():
-            return 1.0 / lipschitz(design, self.l2, seed=seed)
+            def inverse_lipschitz():
+                return 1.0 / lipschitz(X.sigma_max_squared, X.n_train, self.l2)
+        else:
+            design = self._design(X)
+            lipschitz = lipschitz_logistic if self._loss == "logistic" else lipschitz_squared
+
+            def inverse_lipschitz():
+                return 1.0 / lipschitz(design, self.l2, seed=seed)
 
         lr = inverse_lipschitz if self.lr is None else self.lr
         settings = Settings(lr=lr, scheme=self.scheme, n_stragglers=self.n_stragglers,
@@ -80,6 +96,23 @@ class _GradientCodedLinearModel(BaseEstimator):
         self.lr_ = result.lr
         self.result_ = result
         return self
+
+    def _sharded(self, X, y):
+        """The sharded set X names (a folder of python -m gc_fast.data shard), or None for
+        in-memory X; ValueError if it comes with y or fit_intercept."""
+        if not (isinstance(X, (str, os.PathLike)) and is_sharded(X)):
+            if y is None:
+                raise ValueError(f"{type(self).__name__} requires y to be passed, but the target "
+                                 f"y is None (only a sharded folder X carries its labels)")
+            return None
+        if y is not None:
+            raise ValueError("a sharded folder carries its labels: call fit(folder) without y")
+        if self.fit_intercept:
+            raise ValueError("fit_intercept=True appends a column to X, which a sharded folder "
+                             "cannot: add a column of ones before sharding, fit_intercept=False")
+        shards = ShardedDataset(X)
+        self.n_features_in_ = shards.n_features
+        return shards
 
     def _design(self, X):
         """X as float64 CSR, with a column of ones appended when fit_intercept."""
@@ -156,7 +189,14 @@ class GradientCodedLogisticRegression(ClassifierMixin, _GradientCodedLinearModel
         tags.classifier_tags.multi_class = False
         return tags
 
-    def fit(self, X, y):
+    def fit(self, X, y=None):
+        """Fit on (X, y), or on a sharded folder X (``python -m gc_fast.data shard``: y None,
+        its labels are -1 and +1), which no rank loads whole: each worker reads only its
+        partitions (the default step size comes from the folder's manifest)."""
+        shards = self._sharded(X, y)
+        if shards is not None:
+            self.classes_ = np.array([-1.0, 1.0])
+            return self._fit_binary(shards, None)
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64)
         check_classification_targets(y)
         target_type = type_of_target(y, input_name="y", raise_unknown=True)
@@ -166,7 +206,10 @@ class GradientCodedLogisticRegression(ClassifierMixin, _GradientCodedLinearModel
         self.classes_ = np.unique(y)
         if len(self.classes_) != 2:
             raise ValueError(f"{type(self).__name__} needs samples of 2 classes, got 1 class")
-        self._fit(X, np.where(y == self.classes_[1], 1.0, -1.0))
+        return self._fit_binary(X, np.where(y == self.classes_[1], 1.0, -1.0))
+
+    def _fit_binary(self, X, y):
+        self._fit(X, y)
         self.coef_ = self.coef_.reshape(1, -1)
         self.intercept_ = np.array([self.intercept_], dtype=np.float64)
         return self
@@ -210,7 +253,12 @@ class GradientCodedLinearRegression(RegressorMixin, _GradientCodedLinearModel):
 
     _loss = "squared"
 
-    def fit(self, X, y):
+    def fit(self, X, y=None):
+        """Fit on (X, y), or on a sharded folder X (``python -m gc_fast.data shard``, y None;
+        its labels are those of the folder: -1 and +1)."""
+        shards = self._sharded(X, y)
+        if shards is not None:
+            return self._fit(shards, None)
         X, y = validate_data(self, X, y, accept_sparse="csr", dtype=np.float64, y_numeric=True)
         return self._fit(X, np.asarray(y, dtype=np.float64))
 

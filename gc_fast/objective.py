@@ -45,11 +45,17 @@ def auc(y, scores) -> float:
 
 def _largest_singular_value_squared(X, n_iter: int, seed: int) -> float:
     """sigma_max(X)^2 by power iteration on X^T X (approaches it from below)."""
-    vector = np.random.default_rng(seed).normal(size=X.shape[1])
+    return largest_eigenvalue_of_gram(lambda vector: X.T @ (X @ vector), X.shape[1], n_iter, seed)
+
+
+def largest_eigenvalue_of_gram(gram_product, n_features: int, n_iter: int, seed: int) -> float:
+    """sigma_max(X)^2 by power iteration, given gram_product(v) = X^T (X v) (which may sum over
+    row blocks, as a sharded set's writer does): the start vector is drawn from `seed`."""
+    vector = np.random.default_rng(seed).normal(size=n_features)
     vector /= np.linalg.norm(vector)
     estimate = 0.0
     for _ in range(n_iter):
-        product = X.T @ (X @ vector)
+        product = gram_product(vector)
         estimate = float(np.linalg.norm(product))
         if estimate == 0.0:
             return 0.0
@@ -60,9 +66,20 @@ def _largest_singular_value_squared(X, n_iter: int, seed: int) -> float:
 def lipschitz_logistic(X, l2: float, n_iter: int = 20, seed: int = 0) -> float:
     """Smoothness constant of logistic_loss: 0.25 sigma_max(X)^2 / n_rows + l2 (by power
     iteration)."""
-    return 0.25 * _largest_singular_value_squared(X, n_iter, seed) / X.shape[0] + l2
+    return logistic_smoothness(_largest_singular_value_squared(X, n_iter, seed), X.shape[0], l2)
+
+
+def logistic_smoothness(sigma_max_squared: float, n_rows: int, l2: float) -> float:
+    """Smoothness constant of logistic_loss from sigma_max(X)^2 (as a sharded set's manifest
+    holds it): 0.25 sigma_max_squared / n_rows + l2."""
+    return 0.25 * sigma_max_squared / n_rows + l2
 
 
 def lipschitz_squared(X, l2: float, n_iter: int = 20, seed: int = 0) -> float:
     """Smoothness constant of squared_loss: sigma_max(X)^2 / n_rows + l2 (by power iteration)."""
-    return _largest_singular_value_squared(X, n_iter, seed) / X.shape[0] + l2
+    return squared_smoothness(_largest_singular_value_squared(X, n_iter, seed), X.shape[0], l2)
+
+
+def squared_smoothness(sigma_max_squared: float, n_rows: int, l2: float) -> float:
+    """Smoothness constant of squared_loss from sigma_max(X)^2: sigma_max_squared / n_rows + l2."""
+    return sigma_max_squared / n_rows + l2

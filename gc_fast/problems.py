@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from . import kernels
-from .data import build_worker_data, partition_bounds, worker_support
+from .data import partition_bounds, worker_data_from_rows, worker_support
 
 DEFAULT_PARTITION_SECONDS = 1e-3  # virtual compute of 1/n of a user's data, unless costs say
 
@@ -107,49 +107,77 @@ class SparseLinearProblem:
 
     Parameters
     ----------
-    X : scipy.sparse.csr_matrix
-        Rows in canonical CSR form (float64, sorted int32 indices).
-    y : ndarray
-        Labels: {-1, +1} for the logistic loss, real values for the squared one.
+    X : scipy.sparse.csr_matrix or gc_fast.data.shards.ShardedDataset
+        Rows in canonical CSR form (float64, sorted int32 indices), or a
+        sharded set (``python -m gc_fast.data shard``), whose partitions each
+        worker reads itself: no rank then holds all the rows.
+    y : ndarray or None
+        Labels: {-1, +1} for the logistic loss, real values for the squared
+        one; None with a sharded set, which carries its labels.
     loss : {"logistic", "squared"}
         The gradient is that of mean_i loss(x_i . w, y_i).
     backend : str
         Compute kernels (gc_fast.kernels.BACKENDS).
     """
 
-    def __init__(self, X, y, loss="logistic", backend="cython"):
-        self.X = X
-        self.y = y
+    def __init__(self, X, y=None, loss="logistic", backend="cython"):
+        self.shards = X if hasattr(X, "rows") else None
+        if self.shards is not None:
+            if y is not None:
+                raise ValueError("a sharded data set carries its labels: pass y=None")
+            self.X = self.y = None
+            self.n_rows, self.n_features = X.n_train, X.n_features
+        else:
+            if y is None:
+                raise ValueError("labels y are missing: pass y with the rows X")
+            self.X, self.y = X, y
+            self.n_rows, self.n_features = X.shape
         self.loss = loss
         self.backend = backend
-        self.n_features = X.shape[1]
         self.bounds = None
 
     def bind(self, code):
         """Split the rows into code.n_partitions ranges; ValueError if there are too few."""
-        n_rows = self.X.shape[0]
+        n_rows = self.n_rows
         if code.n_partitions > n_rows:
             raise ValueError(f"{code.n_partitions} partitions (one per worker) need at least "
                              f"{code.n_partitions} samples, got {n_rows} sample"
                              f"{'s' if n_rows != 1 else ''} (rows): use fewer workers or more rows")
         self.bounds = partition_bounds(n_rows, code.n_partitions)
 
+    def partition_rows(self, j):
+        """Partition j's rows and labels (read from its shards for a sharded set)."""
+        start, stop = int(self.bounds[j]), int(self.bounds[j + 1])
+        if self.shards is not None:
+            return self.shards.rows(start, stop)
+        return self.X[start:stop], self.y[start:stop]
+
     def supports(self, code):
-        """Per worker, the columns its rows touch."""
-        return [worker_support(self.X, self.bounds, code.partitions_of(w))
+        """Per worker, the columns its rows touch (a sharded set's are read from its files:
+        under MPI the workers send theirs instead)."""
+        if self.shards is None:
+            return [worker_support(self.X, self.bounds, code.partitions_of(w))
+                    for w in range(code.n_workers)]
+        columns = [np.unique(self.partition_rows(j)[0].indices) for j in range(code.n_partitions)]
+        return [np.unique(np.concatenate([columns[j] for j in code.partitions_of(w)]
+                                         or [np.zeros(0, np.int64)])).astype(np.int64)
                 for w in range(code.n_workers)]
 
     def task(self, code, worker):
         """Worker `worker`'s rows and message plan as a SparseLinearTask."""
-        data = build_worker_data(self.X, self.y, self.bounds, code, worker,
-                                 row_scale=1.0 / self.X.shape[0])
+        data = worker_data_from_rows(self.partition_rows, self.n_features, code, worker,
+                                     row_scale=1.0 / self.n_rows)
         return SparseLinearTask(data, loss=self.loss, backend=self.backend)
 
     def message_load(self, code):
         """(non-zeros, fraction of the rows) each message covers, for the virtual clock."""
         covers = (code.B != 0).astype(np.float64)
-        nonzeros = np.diff(self.X.indptr[self.bounds]).astype(np.float64)
-        return covers @ nonzeros, covers @ (np.diff(self.bounds) / self.X.shape[0])
+        if self.shards is None:
+            nonzeros = np.diff(self.X.indptr[self.bounds]).astype(np.float64)
+        else:
+            nonzeros = np.array([self.partition_rows(j)[0].nnz
+                                 for j in range(code.n_partitions)], dtype=np.float64)
+        return covers @ nonzeros, covers @ (np.diff(self.bounds) / self.n_rows)
 
     def local_costs(self, costs):
         """The virtual clock costs this problem's kernels per non-zero, as calibrated."""
@@ -174,12 +202,21 @@ class DenseProblem:
         w[support[j]]. Worker w then receives and sends only the union of its
         partitions' supports; partition_gradient still gets a full-length w
         (zero outside that union) and returns a full-length gradient.
+    load_partition : callable, optional
+        ``load_partition(j)``: partition j's data. Each worker calls it once
+        per partition it holds, when its task is built, and partition_gradient
+        is then called as ``partition_gradient(j, w, data_j)``: a worker
+        holds only its own partitions' data.
     """
 
-    def __init__(self, partition_gradient, n_features, support=None):
+    def __init__(self, partition_gradient, n_features, support=None, load_partition=None):
         if not callable(partition_gradient):
             raise ValueError("partition_gradient must be a callable (j, w) -> gradient array")
+        if load_partition is not None and not callable(load_partition):
+            raise ValueError("partition_data must be a sharded folder or a callable j -> "
+                             "partition j's data")
         self.partition_gradient = partition_gradient
+        self.load_partition = load_partition
         self.n_features = int(n_features)
         self.partition_support = None if support is None else self._check_support(support)
 
@@ -210,23 +247,31 @@ class DenseProblem:
         """Per worker, the coordinates it receives and sends."""
         return [self._worker_support(code, w) for w in range(code.n_workers)]
 
-    def _gradient(self, j, w):
-        gradient = np.asarray(self.partition_gradient(j, w), dtype=np.float64)
+    def _gradient(self, j, w, held=None):
+        gradient = np.asarray(self.partition_gradient(j, w) if held is None
+                              else self.partition_gradient(j, w, held[j]), dtype=np.float64)
         if gradient.shape != (self.n_features,):
             raise ValueError(f"partition_gradient({j}, w) returned shape {gradient.shape}; it "
                              f"must return the gradient as an array of shape ({self.n_features},)")
         return gradient
 
     def task(self, code, worker):
-        """Worker `worker`'s task: its coded messages on its support."""
+        """Worker `worker`'s task: its coded messages on its support (with load_partition,
+        its partitions' data loaded once, here)."""
         support = self._worker_support(code, worker)
+        held = (None if self.load_partition is None else
+                {int(j): self.load_partition(int(j)) for j in code.partitions_of(worker)})
+
+        def gradient(j, point):
+            return self._gradient(j, point, held)
+
         if self.partition_support is None:
-            return DenseGradientTask(self._gradient, code, worker, support)
+            return DenseGradientTask(gradient, code, worker, support)
         full_point = np.zeros(self.n_features)
 
         def gradient_on_support(j, point):
             full_point[support] = point
-            return self._gradient(j, full_point)[support]
+            return gradient(j, full_point)[support]
 
         return DenseGradientTask(gradient_on_support, code, worker, support)
 

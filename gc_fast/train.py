@@ -14,16 +14,18 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
 from . import __version__, checkpoint
 from .codes import CONSTRUCTIONS, SCHEMES
 from .data import SYNTHETIC, load_data
+from .data.shards import ShardedDataset, is_sharded
 from .driver import MESSAGE_DTYPES, Hook, RunFailed, Settings, solve
 from .kernels import BACKENDS
 from .launch import use_one_thread
-from .objective import auc, lipschitz_logistic, logistic_loss
+from .objective import auc, lipschitz_logistic, logistic_loss, logistic_smoothness
 from .optim import OPTIMIZERS
 from .problems import SparseLinearProblem
 from .schedule import MODES as PRIORITY_MODES
@@ -61,11 +63,14 @@ def build_parser():
     add("--construction", choices=CONSTRUCTIONS, default=None,
         help="CRC encoding matrix: cyclic-mds (default, well conditioned) or random (the paper's)")
     add("--dataset", default="amazon-like", metavar="|".join(SYNTHETIC) + "|PATH",
-        help="built-in synthetic set or a svmlight/libsvm or .npz file (default amazon-like)")
+        help="built-in synthetic set, a svmlight/libsvm or .npz file (every rank loads it), or "
+             "a sharded folder (python -m gc_fast.data shard FILE OUT/: each worker reads only "
+             "its partitions) (default amazon-like)")
     add("--rows", type=int, default=None, help="training rows of a synthetic set")
     add("--features", type=int, default=None, help="features of a synthetic set")
-    add("--test-fraction", type=float, default=0.2,
-        help="held-out fraction of a data file (default 0.2)")
+    add("--test-fraction", type=float, default=None,
+        help="held-out fraction of a data file (default 0.2; a sharded folder's split is the one "
+             "it was sharded with)")
     add("--iterations", "-T", type=int, default=100, help="iterations (default 100)")
     add("--lr", type=float, default=None,
         help="step size (default 1/L, L estimated by power iteration)")
@@ -123,39 +128,110 @@ def validate(args, n_workers):
         raise UsageError("--construction applies to crc/partial-crc only")
 
 
-class Training:
-    """The trainer's data and problem: every rank loads the data set, the master keeps it
-    (for the step size, the checkpoint identity and the evaluation)."""
+@dataclass
+class MasterData:
+    """What the master keeps of the data set: its identity, the rows the training loss is
+    computed on (all the training rows, or a sharded set's sample of them), the test rows and
+    the step size's smoothness estimate."""
 
-    def __init__(self, args, rank):
+    name: str
+    n_train: int
+    n_features: int
+    fingerprint: str
+    X_loss: object
+    y_loss: np.ndarray
+    X_test: object
+    y_test: np.ndarray
+    lipschitz: object  # l2 -> the smoothness constant of the training loss
+
+    @property
+    def loss_sampled(self):
+        """Whether the training loss is computed on a sample of the training rows."""
+        return self.X_loss.shape[0] < self.n_train
+
+    @classmethod
+    def in_memory(cls, data, seed):
+        X, y = data.X_train, data.y_train
+        return cls(data.name, X.shape[0], X.shape[1], checkpoint.data_fingerprint(X, y), X, y,
+                   data.X_test, data.y_test, lambda l2: lipschitz_logistic(X, l2, seed=seed))
+
+    @classmethod
+    def sharded(cls, shards):
+        X_loss, y_loss = shards.loss_sample()
+        X_test, y_test = shards.test_set()
+        return cls(shards.name, shards.n_train, shards.n_features, shards.fingerprint, X_loss,
+                   y_loss, X_test, y_test,
+                   lambda l2: logistic_smoothness(shards.sigma_max_squared, shards.n_train, l2))
+
+
+def resolve_dataset(args):
+    """The sharded set of --dataset (None for a built-in set or a file), its flags checked
+    and --test-fraction resolved (0.2 for a file; a sharded set's own split)."""
+    if not is_sharded(args.dataset):
+        if args.test_fraction is None:
+            args.test_fraction = 0.2
+        return None
+    if args.rows is not None or args.features is not None:
+        raise UsageError("--rows and --features apply to the synthetic data sets only, not to a "
+                         "sharded folder")
+    try:
+        shards = ShardedDataset(args.dataset)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    if args.test_fraction is not None and args.test_fraction != shards.test_fraction:
+        raise UsageError(f"{args.dataset} was sharded with --test-fraction "
+                         f"{shards.test_fraction:g}: drop --test-fraction, or re-shard with "
+                         f"python -m gc_fast.data shard FILE OUT/ --test-fraction "
+                         f"{args.test_fraction:g}")
+    args.test_fraction = shards.test_fraction
+    return shards
+
+
+class Training:
+    """The trainer's data and problem: every rank loads a data file (the master keeps it, for
+    the step size, the checkpoint identity and the evaluation); from a sharded folder each
+    worker reads only its partitions and the master only the manifest, the training loss's
+    rows and the test rows."""
+
+    def __init__(self, args, rank, shards=None):
         self.args = args
         self.rank = rank
+        self.shards = shards
         self.data = None
         self.settings = self._settings()
 
     def problem(self):
         """The logistic problem on the training rows (the driver's problem factory)."""
         args = self.args
-        data = load_data(args.dataset, rows=args.rows, features=args.features,
-                         test_fraction=args.test_fraction, seed=args.seed)
-        if self.rank == 0:
-            self.data = data
+        if self.shards is not None:
+            if self.rank == 0:
+                self.data = MasterData.sharded(self.shards)
+            n_features = self.shards.n_features
+            problem = SparseLinearProblem(self.shards, None, "logistic", args.backend)
+        else:
+            data = load_data(args.dataset, rows=args.rows, features=args.features,
+                             test_fraction=args.test_fraction, seed=args.seed)
+            if self.rank == 0:
+                self.data = MasterData.in_memory(data, args.seed)
+            n_features = data.n_features
+            problem = SparseLinearProblem(data.X_train, data.y_train, "logistic", args.backend)
         if args.eval_every is None:  # keep the snapshots under SNAPSHOT_BYTES
-            snapshots_bytes = args.iterations * data.n_features * 8
+            snapshots_bytes = args.iterations * n_features * 8
             self.settings.eval_every = max(1, -(-snapshots_bytes // SNAPSHOT_BYTES))
-        return SparseLinearProblem(data.X_train, data.y_train, "logistic", args.backend)
+        return problem
 
     def lr(self):
-        """--lr, else 1/L with L estimated by power iteration (master only)."""
+        """--lr, else 1/L with L estimated by power iteration (master only; a sharded set's
+        estimate is its manifest's)."""
         if self.args.lr is not None:
             return self.args.lr
-        return 1.0 / lipschitz_logistic(self.data.X_train, self.args.l2, seed=self.args.seed)
+        return 1.0 / self.data.lipschitz(self.args.l2)
 
     def evaluate(self, x):
         """(training loss, test AUC) of the iterate x."""
         data = self.data
         test_auc = auc(data.y_test, data.X_test @ x) if data.X_test.shape[0] else float("nan")
-        return logistic_loss(data.X_train, data.y_train, x, self.args.l2), test_auc
+        return logistic_loss(data.X_loss, data.y_loss, x, self.args.l2), test_auc
 
     def _settings(self):
         args = self.args
@@ -188,7 +264,7 @@ class Checkpoints(Hook):
     def setup(self, run):
         args, data, code = self.training.args, self.training.data, run.code
         self.identity = {
-            "data": checkpoint.data_fingerprint(data.X_train, data.y_train),
+            "data": data.fingerprint,
             "scheme": code.scheme, "n_workers": code.n_workers,
             "n_stragglers": code.n_stragglers, "n_partitions": code.n_partitions,
             "optimizer": args.optimizer, "l2": args.l2, "lr": run.lr, "seed": args.seed,
@@ -244,7 +320,7 @@ class Progress(Hook):
             print(file=sys.stderr, flush=True)
 
 
-def summarize(result):
+def summarize(result, data):
     """The run's summary (the --out file's "summary" and the table's figures)."""
     stats, history = result.stats, result.history
     times = np.array([r["time"] for r in history])
@@ -255,6 +331,7 @@ def summarize(result):
         "mean_iteration_s": float(times.mean()), "median_iteration_s": float(np.median(times)),
         "total_s": result.wall_seconds, "master_cpu_s": stats["master_cpu_seconds"],
         "final_train_loss": float(final_loss), "final_test_auc": _json_float(final_auc),
+        "train_loss_rows": int(data.X_loss.shape[0]), "train_loss_sampled": data.loss_sampled,
         "bytes_sent_per_iteration": float(np.mean([r["bytes_sent"] for r in history])),
         "bytes_received_per_iteration": float(np.mean([r["bytes_received"] for r in history])),
         "messages_received": stats["messages_received"],
@@ -288,7 +365,7 @@ def write_results(args, result, summary, data):
     config = dict(vars(args))
     config.update(n_workers=code.n_workers, n_stragglers=code.n_stragglers,
                   n_partitions=code.n_partitions, dataset_name=data.name,
-                  n_train=data.X_train.shape[0], n_features=data.X_train.shape[1])
+                  n_train=data.n_train, n_features=data.n_features)
     with open(args.out, "w") as handle:
         json.dump({"config": config, "iterations": iterations, "summary": summary,
                    "message_worker": [int(w) + 1 for w in code.message_worker]}, handle)
@@ -316,7 +393,9 @@ def table(summary, data_name):
 
     inexact = ("  (point and messages rounded to float32: inexact)"
                if summary["message_dtype"] == "float32" else "")
-    return f"data: {data_name}{inexact}\n" + line(header) + "\n" + line(row)
+    sampled = (f"  (train loss on a sample of {summary['train_loss_rows']} training rows)"
+               if summary["train_loss_sampled"] else "")
+    return f"data: {data_name}{inexact}{sampled}\n" + line(header) + "\n" + line(row)
 
 
 def report(args, training, result):
@@ -332,7 +411,7 @@ def report(args, training, result):
               file=sys.stderr, flush=True)
     if args.save_trajectory:
         np.save(args.save_trajectory, result.trajectory)
-    summary = summarize(result)
+    summary = summarize(result, training.data)
     if not args.quiet:
         print(table(summary, training.data.name), flush=True)
     if args.save_model:
@@ -345,7 +424,7 @@ def train(comm, args):
     """Run the trainer on this rank; the process's exit status."""
     rank, n_workers = comm.Get_rank(), comm.Get_size() - 1
     validate(args, n_workers)
-    training = Training(args, rank)
+    training = Training(args, rank, resolve_dataset(args))
     checkpoints = Checkpoints(training)
     hooks = [checkpoints, Progress(args.iterations, enabled=not args.quiet and rank == 0)]
     try:

@@ -59,7 +59,7 @@ RECENT_WAITS = 8
 ABORT_GRACE_SECONDS = 0.5
 ERROR_BYTES = 1024
 STATS_FIELDS = ("messages_sent", "abandoned", "rss_start_bytes", "rss_end_bytes", "cpu_seconds",
-                "nice")
+                "nice", "peak_rss_bytes", "setup_seconds")
 
 
 def world():
@@ -158,6 +158,24 @@ def gather_errors(comm, message):
     everyone = np.zeros((comm.Get_size(), ERROR_BYTES), dtype=np.uint8)
     wait_all([comm.Iallgather([mine, MPI.BYTE], [everyone, MPI.BYTE])])
     return [bytes(row).rstrip(b"\0").decode("utf-8", "replace") or None for row in everyone]
+
+
+def gather_supports(comm, support):
+    """On the master (rank 0), the list of every worker's support (int64 arrays, worker
+    order; None elsewhere): the workers read their own data, so the master needs none to
+    size the messages. Buffer-based, never spins; support is ignored on the master."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    mine = np.zeros(0, dtype=np.int64) if rank == 0 else np.ascontiguousarray(support, np.int64)
+    lengths = np.zeros(size, dtype=np.int64) if rank == 0 else None
+    wait_all([comm.Igather([np.array([len(mine)], dtype=np.int64), MPI.INT64_T],
+                           [lengths, MPI.INT64_T] if rank == 0 else None, root=0)])
+    if rank != 0:
+        wait_all([comm.Igatherv([mine, MPI.INT64_T], None, root=0)])
+        return None
+    everything = np.empty(int(lengths.sum()), dtype=np.int64)
+    wait_all([comm.Igatherv([mine, MPI.INT64_T], [everything, (lengths, None), MPI.INT64_T],
+                            root=0)])
+    return np.split(everything, np.cumsum(lengths)[:-1])[1:]
 
 
 def broadcast_text(comm, text, root=0):
@@ -471,7 +489,7 @@ class MasterTransport:
                 pending.discard(worker)
                 self.requests[worker] = MPI.REQUEST_NULL
                 report = dict(zip(STATS_FIELDS, stats[worker].tolist(), strict=True))
-                reports[worker] = {key: value if key == "cpu_seconds" else int(value)
+                reports[worker] = {key: value if key.endswith("_seconds") else int(value)
                                    for key, value in report.items()}
             else:
                 self.n_received += 1

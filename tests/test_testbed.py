@@ -219,6 +219,40 @@ def test_a_rank_over_its_memory_cap_is_killed_and_named(tmp_path):
     assert leftovers() == []
 
 
+@needs_testbed
+def test_a_set_too_large_for_a_host_trains_from_its_shards(tmp_path):
+    """Hosts of 200 MB: the whole file is refused in one line naming the shard command; the
+    sharded folder trains across them, exactly as the file does on this machine."""
+    from helpers import train
+
+    from gc_fast.data import amazon_like, dump_svmlight
+    from gc_fast.data.shards import write_shards
+
+    path, folder = tmp_path / "big.svm", tmp_path / "big"
+    dump_svmlight(path, amazon_like(n_train=130_000, n_test=0, seed=5))
+    write_shards(path, folder)
+    common = ["--iterations", 4, "--eval-every", 4, "--quiet", "--scheme", "crc",
+              "--stragglers", 1]
+    hosts = ["--hosts", 5, "--profile", "unshaped", "--worker", "memory=200m"]
+    refused = run_testbed(hosts, [sys.executable, "-m", "gc_fast.train", "--dataset", path,
+                                  "--test-fraction", 0, *common], tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert "python -m gc_fast.data shard" in refused.stderr
+    out, trajectory = tmp_path / "sharded.json", tmp_path / "sharded.npy"
+    result = run_testbed([*hosts, "--report", tmp_path / "hosts.json"],
+                         [sys.executable, "-m", "gc_fast.train", "--dataset", folder, *common,
+                          "--out", out, "--save-trajectory", trajectory], tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["shared_memory"] is False
+    report = json.loads((tmp_path / "hosts.json").read_text())
+    assert all(h["peak_memory_bytes"] < 200 * 2**20 for h in report["hosts"][1:])
+    _, reference = train(5, ["--dataset", path, "--test-fraction", 0, *common[:-4],
+                             "--scheme", "naive"], tmp_path, "file")
+    assert max_relative_difference(np.load(trajectory), reference) < 1e-9
+    assert leftovers() == []
+
+
 def start_sleeping_job(n_hosts, cwd):
     """A test bed running `sleep 300` on every host, returned once the sleeps have started."""
     job = subprocess.Popen([sys.executable, "-m", "gc_fast.testbed", "--hosts", str(n_hosts),

@@ -26,6 +26,12 @@ _ZIPF_EXPONENT = 1.1
 _TEXT_MEMORY_FACTOR = 5.0
 _BINARY_MEMORY_FACTOR = 2.0
 _NPZ_KEYS = ("data", "indices", "indptr", "shape", "y")
+# Where the memory check looks: module constants, so tests can point them at fake files.
+_MEMINFO = "/proc/meminfo"
+_PROC_CGROUP = "/proc/self/cgroup"
+_CGROUP_ROOT = "/sys/fs/cgroup"
+# A cgroup limit at or above this means "no limit" (v1 writes ~2**63 for unlimited).
+_CGROUP_UNLIMITED = 2**60
 
 
 @dataclass
@@ -214,25 +220,80 @@ def gaussian_mixture(
     return _split_rows(X, y, n_train, "gaussian_mixture")
 
 
-def _available_memory_bytes() -> int:
-    """Memory the process can still use: MemAvailable, else free physical pages."""
+def _read_cgroup_number(path: str) -> int | None:
+    """The integer in a cgroup file; None for "max", a huge value or an unreadable file."""
     try:
-        with open("/proc/meminfo") as meminfo:
+        with open(path) as stream:
+            text = stream.read().strip()
+    except OSError:
+        return None
+    if not text.isdigit() or int(text) >= _CGROUP_UNLIMITED:
+        return None
+    return int(text)
+
+
+def _cgroup_memory_bytes() -> int | None:
+    """Memory left under this process's cgroup limits (v2 and v1, the cgroup and its parents):
+    the smallest limit minus usage, or None when no limit applies or none can be read."""
+    try:
+        with open(_PROC_CGROUP) as stream:
+            lines = stream.read().splitlines()
+    except OSError:
+        return None
+    folders = []  # (folder of the cgroup's files, limit file, usage file)
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, cgroup = parts
+        if hierarchy == "0" and controllers == "":
+            root, files = _CGROUP_ROOT, ("memory.max", "memory.current")
+        elif "memory" in controllers.split(","):
+            root, files = os.path.join(_CGROUP_ROOT, "memory"), ("memory.limit_in_bytes",
+                                                                  "memory.usage_in_bytes")
+        else:
+            continue
+        cgroup = "/" + cgroup.strip("/")
+        while True:
+            folders.append((os.path.join(root, cgroup.lstrip("/")), *files))
+            if cgroup == "/":
+                break
+            cgroup = os.path.dirname(cgroup)
+    left = []
+    for folder, limit_file, usage_file in folders:
+        limit = _read_cgroup_number(os.path.join(folder, limit_file))
+        usage = _read_cgroup_number(os.path.join(folder, usage_file))
+        if limit is not None and usage is not None:
+            left.append(max(0, limit - usage))
+    return min(left) if left else None
+
+
+def _available_memory_bytes() -> int:
+    """Memory the process can still use: the smaller of MemAvailable (else free physical
+    pages) and what its cgroup memory limits leave."""
+    available = None
+    try:
+        with open(_MEMINFO) as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
+                    available = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if available is None:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    cgroup = _cgroup_memory_bytes()
+    return available if cgroup is None else min(available, cgroup)
 
 
 def _check_fits_in_memory(path: str, estimated_bytes: float) -> None:
     available = _available_memory_bytes()
     if estimated_bytes > available:
         raise ValueError(
-            f"{path}: too large to load (needs ~{estimated_bytes / 2**30:.1f} GiB, "
-            f"{available / 2**30:.1f} GiB available); use a smaller file or a machine with "
-            f"more memory"
+            f"{path}: too large to load on this rank (needs ~{estimated_bytes / 2**30:.1f} GiB, "
+            f"{available / 2**30:.1f} GiB available); shard it once with "
+            f"python -m gc_fast.data shard {path} OUT/ and then pass --dataset OUT/ "
+            f"(each worker then reads only its partitions)"
         )
 
 
@@ -241,25 +302,40 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-def _read_svmlight(path: str):
-    _check_fits_in_memory(path, _TEXT_MEMORY_FACTOR * os.path.getsize(path))
+def _parse_svmlight(path: str, source, **options):
+    """load_svmlight_file(source, **options) (source: `path` or a block of its lines), its
+    errors turned into one line naming `path`."""
     try:
         from sklearn.datasets import (
             load_svmlight_file,  # imported here: sklearn costs ~1 s per rank
         )
 
-        X, y = load_svmlight_file(path, dtype=np.float64)
+        return load_svmlight_file(source, dtype=np.float64, **options)
     except (ValueError, OverflowError) as exc:
         raise ValueError(
             f"{path}: not a valid svmlight/libsvm file ({_first_line(exc)}); "
             f"expected lines 'label index:value ...'"
         ) from None
-    return X, y
+
+
+def _read_svmlight(path: str):
+    _check_fits_in_memory(path, _TEXT_MEMORY_FACTOR * os.path.getsize(path))
+    return _parse_svmlight(path, path)
 
 
 def _corrupt_npz(path: str, exc: BaseException) -> ValueError:
     return ValueError(f"{path}: corrupt npz data set ({_first_line(exc)}); "
                       f"rewrite it with save_npz_dataset")
+
+
+def _check_npz_keys(path: str, keys) -> None:
+    """ValueError (one line) unless the npz data set's `keys` include all of _NPZ_KEYS."""
+    missing = [key for key in _NPZ_KEYS if key not in keys]
+    if missing:
+        raise ValueError(
+            f"{path}: npz data set lacks keys {missing}; write it with save_npz_dataset "
+            f"(keys {list(_NPZ_KEYS)})"
+        )
 
 
 def _read_npz(path: str):
@@ -276,12 +352,7 @@ def _read_npz(path: str):
             arrays = {key: archive[key] for key in archive.files if key in _NPZ_KEYS}
     except Exception as exc:
         raise _corrupt_npz(path, exc) from None
-    missing = [key for key in _NPZ_KEYS if key not in arrays]
-    if missing:
-        raise ValueError(
-            f"{path}: npz data set lacks keys {missing}; write it with save_npz_dataset "
-            f"(keys {list(_NPZ_KEYS)})"
-        )
+    _check_npz_keys(path, arrays)
     try:
         shape = tuple(int(n) for n in arrays["shape"])
         X = sp.csr_matrix((arrays["data"], arrays["indices"], arrays["indptr"]), shape=shape)
@@ -311,27 +382,30 @@ def _as_plus_minus_labels(path: str, y: np.ndarray) -> np.ndarray:
     )
 
 
-def load_dataset(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
-    """Load an svmlight/libsvm text file or an .npz file (see save_npz_dataset) and split it.
-
-    The split is a seeded random permutation: round(test_fraction * n_rows)
-    rows go to the test set. Bad files raise ValueError with one line naming
-    the file and the fix.
-    """
-    path = os.fspath(path)
+def _check_source(path: str, test_fraction: float) -> None:
+    """The checks before reading a data file: test_fraction in [0, 1), the file exists."""
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if os.path.isdir(path):
+        raise FileNotFoundError(
+            f"{path}: a folder without a sharded data set's manifest.json; pass a data file, "
+            f"or shard one into it with python -m gc_fast.data shard FILE {path}"
+        )
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"{path}: data file not found; pass an svmlight/libsvm text file or an .npz file"
         )
-    X, y = _read_npz(path) if path.endswith(".npz") else _read_svmlight(path)
-    n_rows = X.shape[0]
+
+
+def _check_rows(path: str, n_rows: int, finite: bool, labels: np.ndarray,
+                test_fraction: float) -> int:
+    """The test rows of a file of n_rows rows, after the checks of every reader (not empty,
+    finite values, binary `labels`, enough rows for the split): one-line ValueErrors."""
     if n_rows == 0:
         raise ValueError(f"{path}: empty data set (no rows); pass a file with labelled rows")
-    if not (np.all(np.isfinite(X.data)) and np.all(np.isfinite(y))):
+    if not finite:
         raise ValueError(f"{path}: contains NaN or infinite values; clean the file before training")
-    y = _as_plus_minus_labels(path, y)
+    _as_plus_minus_labels(path, labels)
     n_test = int(round(test_fraction * n_rows))
     if n_rows - n_test < 1 or (test_fraction > 0 and n_test < 1):
         raise ValueError(
@@ -339,6 +413,24 @@ def load_dataset(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: i
             f"test_fraction={test_fraction}; "
             f"use a larger file or another test_fraction"
         )
+    return n_test
+
+
+def load_dataset(path: str | os.PathLike, *, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """Load an svmlight/libsvm text file or an .npz file (see save_npz_dataset) and split it.
+
+    The split is a seeded random permutation: round(test_fraction * n_rows)
+    rows go to the test set. Bad files raise ValueError with one line naming
+    the file and the fix. A file too large for this host's memory (or cgroup
+    limit) is refused: shard it (python -m gc_fast.data shard, gc_fast.data.shards).
+    """
+    path = os.fspath(path)
+    _check_source(path, test_fraction)
+    X, y = _read_npz(path) if path.endswith(".npz") else _read_svmlight(path)
+    n_rows = X.shape[0]
+    finite = bool(np.all(np.isfinite(X.data)) and np.all(np.isfinite(y)))
+    n_test = _check_rows(path, n_rows, finite, y, test_fraction)
+    y = _as_plus_minus_labels(path, y)
     X = _canonical_csr(X)
     order = np.random.default_rng(seed).permutation(n_rows)
     test_rows, train_rows = order[:n_test], order[n_test:]
@@ -465,29 +557,53 @@ def worker_support(X, bounds, partitions) -> np.ndarray:
 
 
 def build_worker_data(X, y, bounds, code, worker: int, *, row_scale: float) -> WorkerData:
-    """Slice the partitions `worker` holds under `code` and build its message plan."""
+    """Slice the partitions `worker` holds under `code` from the rows X, y (partition j:
+    rows bounds[j]:bounds[j + 1]) and build its message plan (worker_data_from_rows)."""
     if not (sp.issparse(X) and X.format == "csr"):
         X = _canonical_csr(X)
     y = np.asarray(y, dtype=np.float64)
-    partitions = np.asarray(code.partitions_of(worker), dtype=np.int64)
-    row_ranges = [(int(bounds[j]), int(bounds[j + 1])) for j in partitions]
-    column_slices = [X.indices[X.indptr[start] : X.indptr[stop]] for start, stop in row_ranges]
-    support = worker_support(X, bounds, partitions)
-    local_position = np.zeros(X.shape[1], dtype=np.int32)
+
+    def partition_rows(j):
+        start, stop = int(bounds[j]), int(bounds[j + 1])
+        return X[start:stop], y[start:stop]
+
+    return worker_data_from_rows(partition_rows, X.shape[1], code, worker, row_scale=row_scale)
+
+
+def worker_data_from_rows(partition_rows, n_features, code, worker: int, *,
+                          row_scale: float) -> WorkerData:
+    """The WorkerData of `worker` under `code`, its partitions' rows read one at a time.
+
+    partition_rows(j) returns partition j's rows as (canonical CSR with n_features
+    columns, labels): from memory (build_worker_data) or from a sharded set's files
+    (gc_fast.data.shards), so a worker holds only its partitions. Each block's
+    columns are renumbered into the worker's support as soon as the support is
+    known, block by block, so the peak is about the worker's rows once.
+    """
+    partitions = [int(j) for j in code.partitions_of(worker)]
+    touched = np.zeros(n_features, dtype=bool)
+    rows = []
+    for j in partitions:
+        X_j, y_j = partition_rows(j)
+        touched[X_j.indices] = True
+        data = X_j.data
+        rows.append([X_j.indptr.astype(np.int64), X_j.indices,
+                     None if np.all(data == 1.0) else data.astype(np.float64, copy=True),
+                     np.array(y_j, dtype=np.float64)])
+        del X_j, data
+    support = np.flatnonzero(touched).astype(np.int64)
+    local_position = np.zeros(n_features, dtype=np.int32)
     local_position[support] = np.arange(len(support), dtype=np.int32)
-
+    del touched
     blocks = []
-    for j, (start, stop), columns in zip(partitions, row_ranges, column_slices, strict=True):
-        data = X.data[X.indptr[start] : X.indptr[stop]]
-        blocks.append(WorkerBlock(
-            partition=int(j),
-            indptr=(X.indptr[start : stop + 1] - X.indptr[start]).astype(np.int64),
-            indices=local_position[columns],
-            data=None if np.all(data == 1.0) else data.astype(np.float64, copy=True),
-            y=y[start:stop].copy(),
-        ))
+    for j, row in zip(partitions, rows, strict=True):
+        indptr, columns, data, labels = row
+        row.clear()  # drop the global column indices as soon as they are renumbered
+        blocks.append(WorkerBlock(partition=j, indptr=indptr - indptr[0],
+                                  indices=local_position[columns], data=data, y=labels))
+        del columns
 
-    held = set(partitions.tolist())
+    held = set(partitions)
     message_plan = []
     for m in code.messages_of(worker):
         used = np.flatnonzero(code.B[m])
@@ -504,3 +620,13 @@ def build_worker_data(X, y, bounds, code, worker: int, *, row_scale: float) -> W
             if code.B[m, block.partition] != 0
         ])
     return WorkerData(support=support, blocks=blocks, message_plan=message_plan)
+
+
+# The sharded layout (python -m gc_fast.data shard FILE OUT/): for sets larger than a host.
+from .shards import (  # noqa: E402, F401 (re-exported)
+    ShardedDataset,
+    ShardError,
+    is_sharded,
+    open_shards,
+    write_shards,
+)
