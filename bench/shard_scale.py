@@ -1,7 +1,7 @@
 """Sharded data at scale: per-worker memory and start-up against the whole file, and a set larger
 than a host trained across the emulated cluster.
 
-    python bench/shard_scale.py memory [--rows 2000000] [--testbed t2.micro]
+    python bench/shard_scale.py memory [--rows 500000] [--testbed PROFILE]
     python bench/shard_scale.py large [--rows 6000000] [--testbed t2.micro]
 
 Both write an Amazon-shaped svmlight file (amazon_like blocks of 250,000 rows, seeds 0, 1, ...,
@@ -137,7 +137,7 @@ def main():
     parser.add_argument("--directory", type=Path, default=None,
                         help="where the file and the folder go (default a temporary one)")
     args = parser.parse_args()
-    args.rows = args.rows or (2_000_000 if args.mode == "memory" else 6_000_000)
+    args.rows = args.rows or (500_000 if args.mode == "memory" else 6_000_000)
     with tempfile.TemporaryDirectory(dir=args.directory) as directory:
         result = (memory if args.mode == "memory" else large)(args, Path(directory))
     result.update(mode=args.mode, rows=args.rows, iterations=args.iterations,

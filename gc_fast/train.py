@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ from .stragglers import __doc__ as DELAY_DOC
 
 SNAPSHOT_BYTES = 256 * 2**20
 RESCUE_PATH = "gc_fast-rescue.npz"
+OUTPUT_FAILED = 4  # exit status: trained, but an output went to a fallback file
 
 
 class UsageError(Exception):
@@ -201,8 +203,11 @@ class Training:
         self.settings = self._settings()
 
     def problem(self):
-        """The logistic problem on the training rows (the driver's problem factory)."""
+        """The logistic problem on the training rows (the driver's problem factory); the
+        master first checks that it can write every output (check_output_paths)."""
         args = self.args
+        if self.rank == 0:
+            check_output_paths(args)
         if self.shards is not None:
             if self.rank == 0:
                 self.data = MasterData.sharded(self.shards)
@@ -347,8 +352,9 @@ def summarize(result, data):
     }
 
 
-def write_results(args, result, summary, data):
-    """The --out JSON: configuration, per-iteration records, summary, message senders."""
+def write_results(args, result, summary, data, path):
+    """The --out JSON at `path`: configuration, per-iteration records, summary, message
+    senders."""
     evaluated = dict(zip(result.objective_iterations.tolist(), result.objective_values.tolist(),
                          strict=True))
     iterations = []
@@ -366,7 +372,7 @@ def write_results(args, result, summary, data):
     config.update(n_workers=code.n_workers, n_stragglers=code.n_stragglers,
                   n_partitions=code.n_partitions, dataset_name=data.name,
                   n_train=data.n_train, n_features=data.n_features)
-    with open(args.out, "w") as handle:
+    with open(path, "w") as handle:
         json.dump({"config": config, "iterations": iterations, "summary": summary,
                    "message_worker": [int(w) + 1 for w in code.message_worker]}, handle)
 
@@ -409,15 +415,66 @@ def report(args, training, result):
                          for w, at in sorted(stats["dead_workers"].items()))
         print(f"gc_fast.train: note: workers {died} died; training went on without them",
               file=sys.stderr, flush=True)
-    if args.save_trajectory:
-        np.save(args.save_trajectory, result.trajectory)
     summary = summarize(result, training.data)
     if not args.quiet:
         print(table(summary, training.data.name), flush=True)
-    if args.save_model:
-        np.save(args.save_model, result.w)
-    if args.out:
-        write_results(args, result, summary, training.data)
+    writes = [("--save-trajectory", args.save_trajectory,
+               lambda path: np.save(path, result.trajectory)),
+              ("--save-model", args.save_model, lambda path: np.save(path, result.w)),
+              ("--out", args.out,
+               lambda path: write_results(args, result, summary, training.data, path))]
+    failed = [flag for flag, path, write in writes if path and not save(flag, path, write)]
+    return OUTPUT_FAILED if failed else 0
+
+
+def output_paths(args):
+    """(flag, path) of every file the run may write: the outputs and the checkpoint (the
+    rescue checkpoint's path without --checkpoint)."""
+    paths = [("--out", args.out), ("--save-model", args.save_model),
+             ("--save-trajectory", args.save_trajectory),
+             ("--checkpoint", args.checkpoint or RESCUE_PATH)]
+    return [(flag, path) for flag, path in paths if path]
+
+
+def check_output_paths(args):
+    """Every file the run may write must be writable before any work: ValueError naming the
+    flag and the fix."""
+    for flag, path in output_paths(args):
+        folder = os.path.dirname(os.path.abspath(path))
+        what = (f"{flag} {path}" if flag != "--checkpoint" or args.checkpoint else
+                f"the rescue checkpoint {RESCUE_PATH} (written in the working folder if the run "
+                f"stops early)")
+        if os.path.isdir(path):
+            raise ValueError(f"{what} is a folder: name a file in it")
+        if not os.path.isdir(folder):
+            raise ValueError(f"{what}: folder {folder} does not exist: create it or choose "
+                             f"another path")
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise ValueError(f"{what}: folder {folder} is not writable: choose another path"
+                             + ("" if args.checkpoint else " or pass --checkpoint PATH"))
+
+
+def save(flag, path, write):
+    """write(path); if that fails, write to a fallback file (working folder, else the temporary
+    one) and say where in one line: trained work is never thrown away. Whether path got it."""
+    try:
+        write(path)
+        return True
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+    name = f"gc_fast-unsaved-{os.path.basename(path)}"
+    for folder in (os.getcwd(), tempfile.gettempdir()):
+        fallback = os.path.join(folder, name)
+        try:
+            write(fallback)
+        except OSError:
+            continue
+        print(f"gc_fast.train: error: could not write {flag} {path} ({reason}); it is saved "
+              f"as {fallback} instead", file=sys.stderr, flush=True)
+        return False
+    print(f"gc_fast.train: error: could not write {flag} {path} ({reason}), nor a copy in the "
+          f"working or temporary folder: free some disk space", file=sys.stderr, flush=True)
+    return False
 
 
 def train(comm, args):
@@ -440,7 +497,7 @@ def train(comm, args):
               file=sys.stderr, flush=True)
         return 3
     if rank == 0:
-        report(args, training, result)
+        return report(args, training, result)
     return 0
 
 

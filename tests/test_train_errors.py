@@ -76,3 +76,57 @@ def test_help_documents_objective_and_delays(tmp_path):
                  "exp:shift=A,mean=M", "slow:workers=1,3,factor=F", "fail:workers=2,at=T",
                  "--partitions-per-worker", "--save-model"):
         assert text in result.stdout
+
+
+@pytest.mark.parametrize("flag", ["--out", "--save-model", "--save-trajectory", "--checkpoint"])
+def test_an_unwritable_output_stops_before_training(tmp_path, flag):
+    result = run_mpi(3, [*SMALL, "--iterations", "100000", flag, tmp_path / "missing" / "x"],
+                     tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert_clean_failure(result, flag, "does not exist")
+
+
+def test_an_unwritable_working_folder_is_named_for_the_rescue_checkpoint(tmp_path):
+    import os
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.access(locked, os.W_OK):  # root writes anywhere: make it a file's name instead
+        locked.chmod(0o700)
+        (tmp_path / "gc_fast-rescue.npz").mkdir()
+        locked = tmp_path
+    result = run_mpi(3, SMALL, locked, timeout=60)
+    assert result.returncode == 2
+    assert_clean_failure(result, "rescue checkpoint")
+
+
+def test_a_failed_write_at_the_end_keeps_the_result(tmp_path, monkeypatch):
+    """The folder of --out vanished while training: the results go to a fallback file."""
+    import json
+
+    from gc_fast import train
+
+    monkeypatch.chdir(tmp_path)
+    gone = tmp_path / "gone" / "r.json"
+    payload = {"final": 1.5}
+
+    def write(path):
+        with open(path, "w") as handle:
+            json.dump(payload, handle)
+
+    assert train.save("--out", str(gone), write) is False
+    assert json.loads((tmp_path / "gc_fast-unsaved-r.json").read_text()) == payload
+    assert train.save("--out", str(tmp_path / "ok.json"), write) is True
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() != 0,
+                    reason="writes to /dev/full, which only root may open for writing here")
+def test_a_full_disk_at_the_end_saves_the_results_elsewhere(tmp_path):
+    import json
+
+    result = run_mpi(3, [*SMALL, "--out", "/dev/full"], tmp_path, timeout=120)
+    assert result.returncode == 4, result.stderr
+    assert_clean_failure(result, "/dev/full", "gc_fast-unsaved-full")
+    saved = json.loads((tmp_path / "gc_fast-unsaved-full").read_text())
+    assert len(saved["iterations"]) == 3
