@@ -95,7 +95,8 @@ def memory(args, directory):
             print(f"n={n} {name:8s} worker peak MB {np.mean(rows[-1]['peak_rss_mb']):8.1f}  "
                   f"set-up s {np.mean(rows[-1]['setup_s']):6.2f}", flush=True)
     return {"file_bytes": path.stat().st_size, "shard_seconds": round(shard_seconds, 1),
-            "shard_peak_rss_mb": round(shard_peak / 2**20, 1), "runs": rows}
+            "shard_peak_rss_mb": round(shard_peak / 2**20, 1), "testbed": args.testbed,
+            "runs": rows}
 
 
 def large(args, directory):
@@ -141,7 +142,7 @@ def main():
     with tempfile.TemporaryDirectory(dir=args.directory) as directory:
         result = (memory if args.mode == "memory" else large)(args, Path(directory))
     result.update(mode=args.mode, rows=args.rows, iterations=args.iterations,
-                  testbed=args.testbed, date=time.strftime("%Y-%m-%d"),
+                  date=time.strftime("%Y-%m-%d"),
                   command=" ".join(["python", "bench/shard_scale.py", *sys.argv[1:]]))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"shard_scale_{args.mode}.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -26,7 +26,7 @@ import dataclasses
 import numpy as np
 
 from . import kernels
-from .data import partition_bounds, worker_data_from_rows, worker_support
+from .data import columns_touched, partition_bounds, worker_data_from_rows, worker_support
 
 DEFAULT_PARTITION_SECONDS = 1e-3  # virtual compute of 1/n of a user's data, unless costs say
 
@@ -158,9 +158,8 @@ class SparseLinearProblem:
         if self.shards is None:
             return [worker_support(self.X, self.bounds, code.partitions_of(w))
                     for w in range(code.n_workers)]
-        columns = [np.unique(self.partition_rows(j)[0].indices) for j in range(code.n_partitions)]
-        return [np.unique(np.concatenate([columns[j] for j in code.partitions_of(w)]
-                                         or [np.zeros(0, np.int64)])).astype(np.int64)
+        columns = [self.partition_rows(j)[0].indices for j in range(code.n_partitions)]
+        return [columns_touched((columns[j] for j in code.partitions_of(w)), self.n_features)
                 for w in range(code.n_workers)]
 
     def task(self, code, worker):

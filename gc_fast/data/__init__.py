@@ -550,9 +550,15 @@ def worker_support(X, bounds, partitions) -> np.ndarray:
     A dense mark table over all columns is O(nnz + n_features): several times
     faster than sorting-based unique here.
     """
-    touched = np.zeros(X.shape[1], dtype=bool)
-    for j in partitions:
-        touched[X.indices[X.indptr[bounds[j]] : X.indptr[bounds[j + 1]]]] = True
+    return columns_touched((X.indices[X.indptr[bounds[j]] : X.indptr[bounds[j + 1]]]
+                            for j in partitions), X.shape[1])
+
+
+def columns_touched(column_arrays, n_features) -> np.ndarray:
+    """Sorted columns (int64) that appear in any of `column_arrays` (CSR index arrays)."""
+    touched = np.zeros(n_features, dtype=bool)
+    for columns in column_arrays:
+        touched[columns] = True
     return np.flatnonzero(touched).astype(np.int64)
 
 
@@ -581,26 +587,23 @@ def worker_data_from_rows(partition_rows, n_features, code, worker: int, *,
     known, block by block, so the peak is about the worker's rows once.
     """
     partitions = [int(j) for j in code.partitions_of(worker)]
-    touched = np.zeros(n_features, dtype=bool)
     rows = []
     for j in partitions:
         X_j, y_j = partition_rows(j)
-        touched[X_j.indices] = True
         data = X_j.data
         rows.append([X_j.indptr.astype(np.int64), X_j.indices,
                      None if np.all(data == 1.0) else data.astype(np.float64, copy=True),
                      np.array(y_j, dtype=np.float64)])
         del X_j, data
-    support = np.flatnonzero(touched).astype(np.int64)
+    support = columns_touched((row[1] for row in rows), n_features)
     local_position = np.zeros(n_features, dtype=np.int32)
     local_position[support] = np.arange(len(support), dtype=np.int32)
-    del touched
     blocks = []
     for j, row in zip(partitions, rows, strict=True):
         indptr, columns, data, labels = row
         row.clear()  # drop the global column indices as soon as they are renumbered
-        blocks.append(WorkerBlock(partition=j, indptr=indptr - indptr[0],
-                                  indices=local_position[columns], data=data, y=labels))
+        blocks.append(WorkerBlock(partition=j, indptr=indptr, indices=local_position[columns],
+                                  data=data, y=labels))
         del columns
 
     held = set(partitions)
