@@ -34,7 +34,7 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
         optimizer="nag", iterations=100, l2=0.0, delay="none", seed=0, local=None, comm=None,
         n_workers=None, backend="cython", support=None, objective=None, eval_every=1,
         keep_trajectory=False, code_options=None, costs=None, deadline=None,
-        message_dtype="float64", partition_data=None):
+        message_dtype="float64", partition_data=None, wait_seconds=None):
     """Minimise sum_j f_j(w) + (l2/2)||w||^2 by gradient-coded distributed GD (or NAG).
 
     Parameters
@@ -50,8 +50,12 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
         for frc; of n(P-s) for the partial schemes).
     lr : float
         Step size.
-    scheme : {"crc", "frc", "naive", "ignore", "partial-frc", "partial-crc"}
-        The gradient code (naive always uses n_stragglers=0).
+    scheme : str
+        The gradient code, one of gc_fast.codes.SCHEMES: the paper's "crc",
+        "frc", "naive", "ignore", "partial-frc", "partial-crc"; the exact
+        "hetero-crc" (code_options speeds) and "comm-efficient" (code_options
+        split); the approximate "expander", "pairwise", "bernoulli"
+        (code_options wait, decoder). naive always uses n_stragglers=0.
     n_stragglers : int
         s, the stragglers tolerated.
     optimizer : {"nag", "gd"}
@@ -86,7 +90,8 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
     keep_trajectory : bool
         Keep every iterate in result.trajectory.
     code_options : dict, optional
-        Extra make_code options (construction, partitions_per_worker).
+        Extra make_code options (construction, partitions_per_worker, speeds,
+        split, wait, decoder).
     costs : gc_fast.simulate.CostModel, optional
         Local mode's virtual clock (default: the calibrated cost file if
         present, else built-in defaults); a partition gradient costs
@@ -108,6 +113,10 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
         callable ``load(j)`` returning data_j. Each worker loads only the
         partitions it holds, once.
 
+    wait_seconds : float, optional
+        Approximate schemes: decode what has arrived this many seconds into
+        an iteration (or at the first arrival after), unless code_options'
+        wait arrivals came first.
     Returns
     -------
     RunResult
@@ -136,7 +145,7 @@ def run(partition_gradient, w0, n_partitions, *, lr, scheme="crc", n_stragglers=
                         optimizer=optimizer, iterations=iterations, l2=l2, w0=w0, delay=delay,
                         seed=seed, backend=backend, deadline=deadline, eval_every=eval_every,
                         objective=objective, keep_trajectory=keep_trajectory,
-                        message_dtype=message_dtype)
+                        message_dtype=message_dtype, wait_seconds=wait_seconds)
     return solve(lambda: DenseProblem(partition_gradient, len(w0), support,
                                       _partition_loader(partition_data, n_partitions)),
                  settings, comm=comm, costs=costs)

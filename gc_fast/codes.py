@@ -21,6 +21,13 @@ Schemes (``make_code``):
   pieces, message 2w + 1 the FRC/CRC-coded combination of its s + 1 shared
   pieces. Pieces 0..n-1 are the shared ones (laid out as in frc/crc), piece
   n + w(P - s - 1) + r is worker w's r-th private piece.
+* ``hetero-crc`` (exact): loads proportional to given worker speeds, any s
+  stragglers tolerated (gc_fast.generator_codes).
+* ``comm-efficient`` (exact): each worker holds s + m partitions and sends a
+  vector 1/m of the gradient's length; any n - s decode (gc_fast.generator_codes).
+* ``expander``, ``pairwise``, ``bernoulli``: approximate codes decoded after
+  ``wait`` arrivals with the least-squares ("optimal") or one-weight ("fast")
+  decoder (gc_fast.approximate; ``exact = False``).
 
 Normalisation of B: naive, ignore, frc and the partial schemes' first messages
 are plain sums (entries 0/1). CRC rows have unit Euclidean norm (exactly for
@@ -48,13 +55,16 @@ import numpy as np
 from .constructions import paper_random_matrix, select_cyclic_design, svd_decode_basis
 
 __all__ = [
-    "SCHEMES", "CONSTRUCTIONS", "DECODE_TOLERANCE", "GradientCode", "NaiveCode",
+    "SCHEMES", "PAPER_SCHEMES", "APPROXIMATE_SCHEMES", "CONSTRUCTIONS", "DECODE_TOLERANCE",
+    "GradientCode", "NaiveCode",
     "IgnoreStragglersCode", "FractionalRepetitionCode", "CyclicRepetitionCode",
     "PartialStragglerCode", "make_code", "ArrivalDecoder", "earliest_decodable_prefix",
-    "placement", "fewest_decoding_messages", "structural_decode",
+    "placement", "message_partitions", "fewest_decoding_messages", "structural_decode",
 ]
 
-SCHEMES = ("naive", "ignore", "frc", "crc", "partial-frc", "partial-crc")
+PAPER_SCHEMES = ("naive", "ignore", "frc", "crc", "partial-frc", "partial-crc")
+APPROXIMATE_SCHEMES = ("expander", "pairwise", "bernoulli")
+SCHEMES = (*PAPER_SCHEMES, "hetero-crc", "comm-efficient", *APPROXIMATE_SCHEMES)
 CONSTRUCTIONS = ("cyclic-mds", "random")
 DECODE_TOLERANCE = 1e-9
 DEFAULT_CACHE_SIZE = 4096
@@ -66,6 +76,9 @@ _OPTIONS = {
     "crc": {"cache_size", "construction"},
     "partial-frc": {"cache_size", "partitions_per_worker"},
     "partial-crc": {"cache_size", "partitions_per_worker", "construction"},
+    "hetero-crc": {"cache_size", "speeds"},
+    "comm-efficient": {"cache_size", "split"},
+    **{scheme: {"cache_size", "wait", "decoder"} for scheme in APPROXIMATE_SCHEMES},
 }
 
 
@@ -171,9 +184,17 @@ class GradientCode:
 
     def residual(self, vector):
         """max |vector @ B - 1|: how far a decode vector is from exact."""
-        total = np.bincount(self._entry_cols, weights=vector[self._entry_rows] * self._entry_values,
-                            minlength=self.n_partitions)
-        return float(np.max(np.abs(total - 1.0), initial=0.0))
+        return float(np.max(np.abs(self._combined(vector) - 1.0), initial=0.0))
+
+    def decode_error(self, vector):
+        """||vector @ B - 1||^2 / n_partitions: a decoded gradient's squared error per
+        partition, for partition gradients of unit norm (0 for an exact decode)."""
+        return float(np.sum((self._combined(vector) - 1.0) ** 2) / self.n_partitions)
+
+    def _combined(self, vector):
+        """vector @ B from B's non-zeros (B is sparse: s + 1 non-zeros a row)."""
+        return np.bincount(self._entry_cols, weights=vector[self._entry_rows] * self._entry_values,
+                           minlength=self.n_partitions)
 
     def _arrived_mask(self, arrived):
         if isinstance(arrived, np.ndarray):
@@ -422,6 +443,10 @@ def make_code(scheme, n_workers, n_stragglers, *, n_partitions=None, seed=0, **o
     **options
         construction (crc, partial-crc; one of CONSTRUCTIONS),
         partitions_per_worker (partial schemes; >= s + 2, default s + 2),
+        speeds (hetero-crc: one relative speed per worker),
+        split (comm-efficient: m, the pieces a gradient is split into, default 2),
+        wait (approximate schemes: arrivals to decode after, default n - s),
+        decoder (approximate schemes: "optimal" (default) or "fast"),
         cache_size (decode-cache entries, default 4096; 0 disables it).
 
     Returns
@@ -437,6 +462,26 @@ def make_code(scheme, n_workers, n_stragglers, *, n_partitions=None, seed=0, **o
     params = _validate(scheme, n_workers, n_stragglers, n_partitions, seed, options)
     n, s, k = params["n_workers"], params["n_stragglers"], params["n_partitions"]
     cache_size = params["cache_size"]
+    if scheme in APPROXIMATE_SCHEMES:
+        from .approximate import make_approximate_code
+
+        return make_approximate_code(scheme, n, s, n_partitions=k, seed=params["seed"],
+                                     wait=options.get("wait"),
+                                     decoder=options.get("decoder", "optimal"),
+                                     cache_size=cache_size)
+    if scheme == "hetero-crc":
+        from .generator_codes import HeteroCyclicCode
+
+        if options.get("speeds") is None:
+            raise ValueError("hetero-crc needs the workers' relative speeds: speeds=[...] "
+                             "(--speeds 1,1,0.5,...), one per worker")
+        return HeteroCyclicCode(n, s, speeds=options["speeds"], n_partitions=k,
+                                cache_size=cache_size)
+    if scheme == "comm-efficient":
+        from .generator_codes import CommEfficientCode
+
+        return CommEfficientCode(n, s, options.get("split", 2), n_partitions=k,
+                                 cache_size=cache_size)
     if scheme == "naive":
         return NaiveCode(n, k, cache_size=cache_size)
     if scheme == "ignore":
@@ -497,6 +542,7 @@ def placement(scheme, n_workers, n_stragglers, *, partitions_per_worker=None):
     The layout every code of ``make_code`` uses with its default n_partitions
     (module docstring); it scales to any n, for the simulator.
     """
+    _paper_scheme_only(scheme)
     n, s, P = n_workers, n_stragglers, partitions_per_worker
     if scheme.startswith("partial-") and P is None:
         P = s + 2
@@ -516,12 +562,24 @@ def placement(scheme, n_workers, n_stragglers, *, partitions_per_worker=None):
     return layout
 
 
+def message_partitions(code):
+    """(n_messages, n_partitions) bool: the partitions each message of `code` combines (a
+    communication-efficient code's B has one column per piece of a partition)."""
+    holds = code.B != 0
+    if holds.shape[1] == code.n_partitions:
+        return holds
+    return holds.reshape(code.n_messages, code.n_partitions, -1).any(axis=2)
+
+
 def fewest_decoding_messages(scheme, n_workers, n_stragglers):
-    """A number of messages below which no arrived set can decode (cover bounds)."""
+    """A number of messages below which no arrived set can decode (cover bounds; 1 for the
+    schemes beyond the paper's, whose decodable sets depend on their options)."""
     n, s = n_workers, n_stragglers
     if scheme.startswith("partial-"):
         return n + fewest_decoding_messages(scheme[len("partial-"):], n, s)
-    return {"naive": n, "ignore": n - s}.get(scheme, -(-n // (s + 1)))
+    if scheme in ("frc", "crc"):
+        return -(-n // (s + 1))
+    return {"naive": n, "ignore": n - s}.get(scheme, 1)
 
 
 def structural_decode(scheme, n_workers, n_stragglers, arrival, **options):
@@ -536,6 +594,7 @@ def structural_decode(scheme, n_workers, n_stragglers, arrival, **options):
     messages with a non-zero decode coefficient); inf and none combined when
     a row never decodes. Takes make_code's options, and validates like it.
     """
+    _paper_scheme_only(scheme)
     params = _validate(scheme, n_workers, n_stragglers, None, 0, options)
     n, s = params["n_workers"], params["n_stragglers"]
     arrival = np.atleast_2d(np.asarray(arrival, dtype=np.float64))
@@ -552,6 +611,14 @@ def structural_decode(scheme, n_workers, n_stragglers, arrival, **options):
         decode, combined = _structural_rule(scheme, n, s, arrival)
     combined &= np.isfinite(decode)[:, None]
     return decode, combined
+
+
+def _paper_scheme_only(scheme):
+    """The structural rules cover the paper's schemes; the others' layout depends on their
+    options and draws, so they need their code (make_code)."""
+    if scheme in SCHEMES and scheme not in PAPER_SCHEMES:
+        raise ValueError(f"{scheme} has no structural rule: build its code with make_code and "
+                         f"use the code's placement and decoder")
 
 
 def _structural_rule(scheme, n, s, arrival):
@@ -596,6 +663,10 @@ def _validate(scheme, n_workers, n_stragglers, n_partitions, seed, options):
     if params["construction"] not in CONSTRUCTIONS:
         raise ValueError(f"construction must be one of {', '.join(CONSTRUCTIONS)}, "
                          f"got {params['construction']!r}")
+    if scheme not in PAPER_SCHEMES:
+        params["n_partitions"] = (None if n_partitions is None else
+                                  check_integer("n_partitions", n_partitions, 1))
+        return params
     if scheme.startswith("partial-"):
         P = check_integer("partitions_per_worker", options.get("partitions_per_worker", s + 2),
                           s + 2, f"an integer >= n_stragglers + 2 = {s + 2}")

@@ -27,13 +27,15 @@ import numpy as np
 
 from . import kernels
 from .assembly import GradientAssembler
-from .codes import check_integer, make_code
+from .codes import APPROXIMATE_SCHEMES, check_integer, make_code
 from .optim import make_optimizer
 from .stragglers import parse_delay
 
 DEFAULT_LOCAL_WORKERS = 4
 SETUP_ERRORS = (ValueError, TypeError, OSError, MemoryError, ImportError)
-RECORD_SCALARS = ("iteration", "time", "residual", "stale", "bytes_sent", "bytes_received")
+RECORD_SCALARS = ("iteration", "time", "residual", "decode_error", "gradient_error", "stale",
+                  "bytes_sent", "bytes_received")
+GRADIENT_ERROR_WAIT = 10.0  # a sampled iteration waits this many times its decode for the rest
 MESSAGE_DTYPES = ("float64", "float32")
 
 
@@ -118,6 +120,15 @@ class Settings:
         Kernels of the master's gather, decode and step (gc_fast.kernels).
     deadline : float or None
         Seconds the master waits for a decodable set (None: forever).
+    wait_seconds : float or None
+        A time budget (approximate schemes): the master decodes what has arrived
+        wait_seconds into the iteration (or at the first arrival after it),
+        unless the code's ``wait`` arrivals came first.
+    gradient_error_every : int
+        Every gradient_error_every-th iteration (0: never) the master also
+        waits for every message and records the decoded gradient's relative
+        error against the full-set (exact) gradient; the step still uses the
+        decoded one.
     priorities, shared_memory : str
         MPI only: gc_fast.transports.connect's options.
     message_dtype : {"float64", "float32"}
@@ -151,6 +162,8 @@ class Settings:
     seed: int = 0
     backend: str = "cython"
     deadline: float | None = None
+    wait_seconds: float | None = None
+    gradient_error_every: int = 0
     priorities: str = "auto"
     shared_memory: str = "auto"
     message_dtype: str = "float64"
@@ -238,7 +251,9 @@ class RunResult:
         "arrival" (per message: seconds into the iteration, nan if the decode
         did not wait for it), "used" (the messages that arrived before the
         decode, in arrival order), "residual" (max |a B - 1| of the decode),
-        "stale", "bytes_sent", "bytes_received".
+        "decode_error" (||a B - 1||^2 / k), "gradient_error" (relative error of
+        the decoded gradient, measured every gradient_error_every-th iteration,
+        nan otherwise), "stale", "bytes_sent", "bytes_received".
     code : GradientCode
     lr : float
     mode : {"local", "mpi"}
@@ -290,13 +305,17 @@ class Master:
     """One iteration on the master: send the point, decode at the earliest decodable set of
     arrivals, step. Knows nothing of how the transport moves points and messages."""
 
-    def __init__(self, code, assembler, optimizer, transport, *, deadline=None):
+    def __init__(self, code, assembler, optimizer, transport, *, deadline=None,
+                 wait_seconds=None, gradient_error_every=0):
         self.code = code
         self.assembler = assembler
         self.optimizer = optimizer
         self.transport = transport
         self.deadline = deadline
+        self.wait_seconds = wait_seconds
+        self.gradient_error_every = gradient_error_every
         self.gradient = np.zeros(assembler.n_features)
+        self._full_gradient = np.zeros(assembler.n_features) if gradient_error_every else None
 
     def iteration(self, iteration):
         """Run one iteration; returns its record (timing, arrivals, decode, bytes)."""
@@ -305,8 +324,11 @@ class Master:
         assembler.start(self.gradient if transport.readable_on_arrival else None)
         arrival = np.full(self.code.n_messages, np.nan)
         while True:
-            got = transport.receive(self.deadline)
+            got = transport.receive(self._limit())
             if got is None:
+                if self.wait_seconds is not None and assembler.arrived:
+                    assembler.decode_now()  # the time budget is spent
+                    break
                 raise self._deadline_error(iteration, arrival)
             message, seconds = got
             arrival[message] = seconds
@@ -314,11 +336,46 @@ class Master:
                 break
         transport.complete(assembler)
         assembler.combine(self.gradient)
+        seconds, residual = transport.seconds(), assembler.residual()
+        decode_error = assembler.decode_error()
+        sampled = self.gradient_error_every and iteration % self.gradient_error_every == 0
+        gradient_error = self._gradient_error(seconds) if sampled else np.nan
         self.optimizer.step(self.gradient)
-        return {"iteration": iteration, "time": transport.seconds(), "arrival": arrival,
-                "used": list(assembler.arrived),
-                "residual": assembler.residual(), "stale": transport.stale,
+        return {"iteration": iteration, "time": seconds, "arrival": arrival,
+                "used": [m for m in assembler.arrived if not np.isnan(arrival[m])],
+                "residual": residual, "decode_error": decode_error,
+                "gradient_error": gradient_error, "stale": transport.stale,
                 "bytes_sent": transport.bytes_sent, "bytes_received": transport.bytes_received}
+
+    def _limit(self):
+        """How long into the iteration the next receive may wait: the deadline, or the time
+        budget once a message has arrived."""
+        if self.wait_seconds is None or not self.assembler.arrived:
+            return self.deadline
+        return self.wait_seconds if self.deadline is None else min(self.deadline,
+                                                                   self.wait_seconds)
+
+    def _gradient_error(self, decode_seconds):
+        """||decoded - full|| / ||full||, the full gradient decoded from every message of the
+        iteration (nan if they do not all come within GRADIENT_ERROR_WAIT times the decode)."""
+        transport, assembler = self.transport, self.assembler
+        used = assembler.decode_vector
+        limit = max(GRADIENT_ERROR_WAIT * decode_seconds, 1.0)
+        if self.deadline is not None:
+            limit = min(limit, self.deadline)
+        while len(assembler.arrived) < self.code.n_messages:
+            got = transport.receive(limit)
+            if got is None:
+                assembler.decode_vector = used
+                return np.nan
+            assembler.record(got[0])
+        assembler.decode_all()
+        transport.complete(assembler)
+        full = assembler.combine(self._full_gradient)
+        assembler.decode_vector = used
+        norm = np.linalg.norm(full)
+        difference = np.linalg.norm(self.gradient - full)
+        return float(difference / norm) if norm > 0 else float(difference)
 
     def _deadline_error(self, iteration, arrival):
         silent = [w for w in range(self.code.n_workers)
@@ -472,6 +529,15 @@ def _check_settings(settings):
     if settings.message_dtype not in MESSAGE_DTYPES:
         raise ValueError(f"message_dtype must be one of {', '.join(MESSAGE_DTYPES)}, "
                          f"got {settings.message_dtype!r}")
+    check_integer("gradient_error_every", settings.gradient_error_every, 0)
+    if settings.wait_seconds is not None:
+        if not settings.wait_seconds > 0:
+            raise ValueError(f"wait_seconds must be a positive number of seconds or None, "
+                             f"got {settings.wait_seconds}")
+        if settings.scheme not in APPROXIMATE_SCHEMES:
+            raise ValueError(f"a time budget (wait_seconds, --wait-ms) applies to the approximate "
+                             f"schemes ({', '.join(APPROXIMATE_SCHEMES)}), not to "
+                             f"{settings.scheme}")
     if settings.deadline is not None and not settings.deadline > 0:
         raise ValueError(f"deadline must be a positive number of seconds or None, "
                          f"got {settings.deadline}")
@@ -517,12 +583,14 @@ def solve(problem, settings, *, comm=None, hooks=(), costs=None):
     supports = run.problem.supports(run.code)
     assembler = _assembler(run, supports)
     transport = LocalTransport(run, supports, assembler, costs)
-    master = Master(run.code, assembler, run.optimizer, transport, deadline=settings.deadline)
+    master = _master(run, assembler, transport)
     return _finish(run, master, hooks, drive(master, run, hooks), "local")
 
 
 def _solve_over_mpi(problem, settings, comm, hooks):
-    """SPMD: every rank sets up (errors gathered), rank 0 masters, the others serve."""
+    """SPMD: every rank sets up (errors gathered), rank 0 masters, the others serve. Under
+    ULFM the set-up goes point to point through the master (_fault_tolerant_setup), so that
+    workers dead before the first iteration count as dead from it."""
     from . import transports
 
     rank, n_workers = comm.Get_rank(), comm.Get_size() - 1
@@ -532,19 +600,26 @@ def _solve_over_mpi(problem, settings, comm, hooks):
     except SETUP_ERRORS as error:
         message = str(error) or type(error).__name__
     setup_seconds = time.perf_counter() - started
-    failed = [m for m in transports.gather_errors(comm, message) if m]
+    fault_tolerant = transports.fault_tolerant()
+    if fault_tolerant:
+        failed, supports, lost = _fault_tolerant_setup(comm, message, run if not message else None)
+    else:
+        failed, lost = [m for m in transports.gather_errors(comm, message) if m], []
     if failed:
         raise ValueError(failed[0])
-    # The workers tell the master their supports: the master needs none of their data.
-    supports = transports.gather_supports(comm, None if rank == 0 else run.task.support)
+    if not fault_tolerant:
+        # The workers tell the master their supports: the master needs none of their data.
+        supports = transports.gather_supports(comm, None if rank == 0 else run.task.support)
     code, result, failure = run.code, None, None
     with transports.abort_on_error(comm):
         options = {"priorities": settings.priorities, "shared_memory": settings.shared_memory,
                    "message_dtype": settings.message_dtype}
         if rank == 0:
             master = _mpi_master(comm, run, supports, options)
-            transports.barrier(comm)
+            if not fault_tolerant:
+                transports.barrier(comm)
             try:
+                _lost_at_setup(master, run, hooks, lost)
                 result = _finish(run, master, hooks, drive(master, run, hooks), "mpi")
             except RunFailed as error:
                 failure = error
@@ -554,7 +629,8 @@ def _solve_over_mpi(problem, settings, comm, hooks):
             transport = (point_to_point(comm, run.task) if window is None else
                          transports.SharedMemoryWorkerTransport(comm, run.task, window, rank - 1,
                                                                backend=settings.backend))
-            transports.barrier(comm)
+            if not fault_tolerant:
+                transports.barrier(comm)
             serve(transport, run.task, run.delay_model, settings.seed, rank - 1, code.n_workers,
                   setup_seconds)
     if not settings.everywhere:
@@ -565,6 +641,41 @@ def _solve_over_mpi(problem, settings, comm, hooks):
     if message:
         raise failure if failure is not None else RunFailed(message)
     return _broadcast_result(comm, result, run, transports)
+
+
+def _fault_tolerant_setup(comm, message, run):
+    """Under ULFM: each worker reports its set-up error (`message`, or None) and support to
+    the master, which answers with the run's first error (gather_errors and gather_supports
+    point to point). Returns (errors: [first] or [], the supports on the master, the workers
+    found dead on the master). A worker of `--delay kill:...,at=setup` dies here."""
+    from . import transports
+
+    if comm.Get_rank() == 0:
+        verdict, supports, dead = transports.collect_setup(comm, message)
+        return [verdict] if verdict else [], supports, dead
+    if run is not None and run.delay_model.killed_at_setup(comm.Get_rank() - 1):
+        os.kill(os.getpid(), 9)  # injected fault: a real process death (SIGKILL)
+    verdict = transports.report_setup(comm, message, None if run is None else run.task.support)
+    return [verdict] if verdict else [], None, []
+
+
+def _lost_at_setup(master, run, hooks, dead):
+    """Workers found dead at set-up are dead from the first iteration: the master's transport
+    stops sending to them and the run goes on if the others can decode, else stops as
+    drive does (hooks' failed, the others stopped, RunFailed)."""
+    if not dead:
+        return
+    from .transports import mark_dead
+
+    transport = master.transport
+    mark_dead(transport, dead, run.start)
+    try:
+        transport.on_deaths(transport.dead)
+    except WorkersLost as error:
+        for hook in hooks:
+            hook.failed(run, run.start, error)
+        transport.shutdown(timeout=5.0)
+        raise RunFailed(str(error)) from error
 
 
 def _mpi_master(comm, run, supports, options):
@@ -582,7 +693,15 @@ def _mpi_master(comm, run, supports, options):
     else:
         transport = transports.SharedMemoryMasterTransport(comm, code, supports, assembler,
                                                            window, run.optimizer, **common)
-    return Master(code, assembler, run.optimizer, transport, deadline=settings.deadline)
+    return _master(run, assembler, transport)
+
+
+def _master(run, assembler, transport):
+    """The Master of `run` over `transport`."""
+    settings = run.settings
+    return Master(run.code, assembler, run.optimizer, transport, deadline=settings.deadline,
+                  wait_seconds=settings.wait_seconds,
+                  gradient_error_every=settings.gradient_error_every)
 
 
 def _assembler(run, supports):

@@ -46,8 +46,9 @@ class _GradientCodedLinearModel(BaseEstimator):
 
     def __init__(self, *, scheme="crc", n_stragglers=1, n_workers=None, l2=1e-4, max_iter=100,
                  optimizer="nag", lr=None, fit_intercept=False, delay="none", random_state=None,
-                 backend="cython", local=None):
+                 backend="cython", local=None, code_options=None):
         self.scheme = scheme
+        self.code_options = code_options
         self.n_stragglers = n_stragglers
         self.n_workers = n_workers
         self.l2 = l2
@@ -86,7 +87,7 @@ class _GradientCodedLinearModel(BaseEstimator):
         settings = Settings(lr=lr, scheme=self.scheme, n_stragglers=self.n_stragglers,
                             n_workers=self.n_workers, optimizer=self.optimizer,
                             iterations=self.max_iter, l2=self.l2, delay=self.delay, seed=seed,
-                            backend=self.backend)
+                            backend=self.backend, code_options=self.code_options)
         problem = SparseLinearProblem(design, y, self._loss, self.backend)
         result = solve(problem, settings, comm=resolve_comm(self.local, None))
         w = result.w
@@ -143,8 +144,8 @@ class GradientCodedLogisticRegression(ClassifierMixin, _GradientCodedLinearModel
 
     Parameters
     ----------
-    scheme : {"crc", "frc", "naive", "ignore", "partial-frc", "partial-crc"}
-        The gradient code.
+    scheme : str
+        The gradient code: one of gc_fast.codes.SCHEMES (docs/schemes.md).
     n_stragglers : int
         s, the stragglers tolerated (naive uses 0).
     n_workers : int, optional
@@ -168,6 +169,9 @@ class GradientCodedLogisticRegression(ClassifierMixin, _GradientCodedLinearModel
     local : {None, True, False}
         None: MPI under mpirun, else local; True: always local; False:
         require MPI.
+    code_options : dict, optional
+        Extra make_code options: speeds (hetero-crc), split
+        (comm-efficient), wait and decoder (the approximate schemes).
 
     Attributes
     ----------

@@ -59,7 +59,8 @@ class LocalTransport:
                                   code.n_workers)
         self.times, self.arrivals = simulate_iterations(
             workload, problem.local_costs(costs or default_costs()), delays, code=code,
-            compute_factor=compute_factors(run.delay_model, code.n_workers))
+            compute_factor=compute_factors(run.delay_model, code.n_workers),
+            wait_seconds=settings.wait_seconds)
         self.dead = {}
         self.n_received = self.n_stale = 0
         self.bytes_sent = self.bytes_received = self.stale = 0
@@ -69,19 +70,20 @@ class LocalTransport:
         """Begin `iteration` at `point`: the workers will read it when they compute."""
         self.iteration = iteration
         self.point = point
-        self.order = iter(np.argsort(self.arrivals[iteration], kind="stable"))
+        self.order = list(np.argsort(self.arrivals[iteration], kind="stable"))[::-1]
         self.bytes_sent = int(self.point_bytes.sum())
         self.bytes_received = 0
 
     def receive(self, deadline=None):
         """The next message by simulated arrival time, or None if it comes after `deadline`
-        (virtual seconds) or never."""
-        message = next(self.order, None)
-        if message is None:
+        (virtual seconds) or never (it stays next)."""
+        if not self.order:
             return None
+        message = self.order[-1]
         at = self.arrivals[self.iteration, message]
         if not np.isfinite(at) or (deadline is not None and at > deadline):
             return None
+        self.order.pop()
         self.n_received += 1
         self.bytes_received += int(self.message_bytes[message])
         return int(message), float(at)
@@ -92,10 +94,10 @@ class LocalTransport:
         A worker's task computes its messages in send order, so message k needs
         messages 0..k-1 computed first; they arrived before it and are used too.
         """
-        coefficients = assembler.decode_vector
+        used = assembler.used()
         last_index = {}
         for message in assembler.arrived:
-            if coefficients[message] != 0.0:
+            if used[message]:
                 worker = int(self.code.message_worker[message])
                 last_index[worker] = max(last_index.get(worker, 0),
                                          int(self.index_in_worker[message]))

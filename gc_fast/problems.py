@@ -26,6 +26,7 @@ import dataclasses
 import numpy as np
 
 from . import kernels
+from .codes import message_partitions
 from .data import columns_touched, partition_bounds, worker_data_from_rows, worker_support
 
 DEFAULT_PARTITION_SECONDS = 1e-3  # virtual compute of 1/n of a user's data, unless costs say
@@ -93,6 +94,59 @@ class DenseGradientTask:
                 out += B[message, j] * self.partition_gradient(int(j), point)
                 yield None
             yield index
+
+
+class PieceMessageTask:
+    """A communication-efficient code's message (gc_fast.generator_codes.CommEfficientCode):
+    the worker's partition gradients, one message of an inner task each, folded into one
+    vector on piece coordinates: sum_j sum_u coefficient[j, u] * (piece u of g_j)."""
+
+    def __init__(self, inner, code, worker, n_features):
+        self.inner = inner
+        self.support = inner.support
+        self.point = inner.point
+        message_support, piece_of, self._position = code.message_support(self.support,
+                                                                         n_features)
+        self._weights = code.coefficients(worker)[:, piece_of]  # (held partitions, support)
+        self.message_lengths = [len(message_support)]
+        self._gradients = [np.empty(len(self.support)) for _ in self._weights]
+
+    def run(self, point, outs):
+        """Fill outs[0] with the message at `point` (values on the message support)."""
+        for index in self.inner.run(point, self._gradients):
+            if index is None:
+                yield None
+        total = np.zeros(len(self.support))
+        for weights, gradient in zip(self._weights, self._gradients, strict=True):
+            total += weights * gradient
+        outs[0][:] = np.bincount(self._position, weights=total, minlength=len(outs[0]))
+        yield 0
+
+
+class OnePerPartition:
+    """The view of a code an inner task of PieceMessageTask sees: worker `worker` sends one
+    message per held partition, the plain partition gradient."""
+
+    def __init__(self, code, worker):
+        self.held = code.partitions_of(worker)
+        self.n_partitions = code.n_partitions
+        self.B = np.zeros((len(self.held), code.n_partitions))
+        self.B[np.arange(len(self.held)), self.held] = 1.0
+
+    def partitions_of(self, worker):
+        return self.held
+
+    def messages_of(self, worker):
+        return np.arange(len(self.held))
+
+
+def split_task(build, code, worker, n_features):
+    """build(code, worker) for a code with whole messages; wrapped in a PieceMessageTask (on
+    OnePerPartition) for a communication-efficient code."""
+    if code.scheme != "comm-efficient":
+        return build(code, worker)
+    return PieceMessageTask(build(OnePerPartition(code, worker), worker), code, worker,
+                            n_features)
 
 
 def warm_up(task):
@@ -164,13 +218,16 @@ class SparseLinearProblem:
 
     def task(self, code, worker):
         """Worker `worker`'s rows and message plan as a SparseLinearTask."""
-        data = worker_data_from_rows(self.partition_rows, self.n_features, code, worker,
-                                     row_scale=1.0 / self.n_rows)
-        return SparseLinearTask(data, loss=self.loss, backend=self.backend)
+        def build(view, worker):
+            data = worker_data_from_rows(self.partition_rows, self.n_features, view, worker,
+                                         row_scale=1.0 / self.n_rows)
+            return SparseLinearTask(data, loss=self.loss, backend=self.backend)
+
+        return split_task(build, code, worker, self.n_features)
 
     def message_load(self, code):
         """(non-zeros, fraction of the rows) each message covers, for the virtual clock."""
-        covers = (code.B != 0).astype(np.float64)
+        covers = message_partitions(code).astype(np.float64)
         if self.shards is None:
             nonzeros = np.diff(self.X.indptr[self.bounds]).astype(np.float64)
         else:
@@ -264,19 +321,19 @@ class DenseProblem:
         def gradient(j, point):
             return self._gradient(j, point, held)
 
-        if self.partition_support is None:
-            return DenseGradientTask(gradient, code, worker, support)
         full_point = np.zeros(self.n_features)
 
         def gradient_on_support(j, point):
             full_point[support] = point
             return gradient(j, full_point)[support]
 
-        return DenseGradientTask(gradient_on_support, code, worker, support)
+        each = gradient if self.partition_support is None else gradient_on_support
+        return split_task(lambda view, w: DenseGradientTask(each, view, w, support), code,
+                          worker, self.n_features)
 
     def message_load(self, code):
         """(non-zeros, fraction of the data) each message covers: equal partitions, no nnz."""
-        fraction = np.count_nonzero(code.B, axis=1) / code.n_partitions
+        fraction = message_partitions(code).sum(axis=1) / code.n_partitions
         return np.zeros(code.n_messages), fraction
 
     def local_costs(self, costs):

@@ -19,8 +19,10 @@ is rank - 1):
                                long GC pause), then send their stale message
   kill:workers=2,4,at=T[,T2]   those worker processes SIGKILL themselves at
                                iteration T (one T for all, or one per worker
-                               in the order given): a real process death,
-                               which only a fault-tolerant MPI survives
+                               in the order given; T = setup: once set up,
+                               before reporting to the master): a real
+                               process death, which only a fault-tolerant
+                               MPI survives
 
 Draws depend only on (seed, iteration, worker), and for count on the number
 of workers, so every scheme compared under one seed faces the same stragglers.
@@ -48,6 +50,8 @@ _KEYS = {
 }
 # Keys that take a list of values: the workers, and for kill one iteration per worker.
 _LIST_KEYS = {"kill": ("workers", "at")}
+# kill's at=setup: the worker dies once set up, before iteration 0 (an iteration before all).
+KILL_AT_SETUP = -1
 # Separates the random streams of the forms that draw, so they never coincide.
 # count is keyed by (seed, iteration) alone and drawn with choice(n, k), as the
 # paper-style baseline script draws its stragglers, so both face the same ones.
@@ -86,7 +90,7 @@ class DelayModel:
             "slow": f"slow:workers={workers},factor={_format_number(self.factor)}",
             "fail": f"fail:workers={workers},at={self.at}",
             "pause": f"pause:workers={workers},at={self.at},seconds={_format_number(self.seconds)}",
-            "kill": f"kill:workers={workers},at={','.join(str(at) for at in self.kill_at)}",
+            "kill": f"kill:workers={workers},at={','.join(map(_kill_time, self.kill_at))}",
         }[self.kind]
 
     def validate(self, n_workers: int) -> None:
@@ -110,6 +114,10 @@ class DelayModel:
         deaths = zip(self.workers, self.kill_at, strict=True)
         return self.kind == "kill" and any(rank == worker + 1 and iteration >= at
                                            for rank, at in deaths)
+
+    def killed_at_setup(self, worker: int) -> bool:
+        """Whether worker (0-indexed) is to die once set up (kill form, at=setup)."""
+        return self.killed(KILL_AT_SETUP, worker)
 
     def pause(self, iteration: int, worker: int) -> float:
         """Seconds worker (0-indexed) freezes, deaf to newer work, before sending this iteration."""
@@ -150,6 +158,10 @@ class DelayModel:
             delays[rng.choice(n_workers, self.count, replace=False)] = self.seconds
             return delays
         return self.shift + self.mean * rng.standard_exponential(n_workers)
+
+
+def _kill_time(at: int) -> str:
+    return "setup" if at == KILL_AT_SETUP else str(at)
 
 
 def _spec_error(spec: str, reason: str) -> ValueError:
@@ -234,7 +246,8 @@ def parse_delay(spec: str) -> DelayModel:
         ranks = [_number(spec, "workers", text, int, 1) for text in values["workers"]]
         if len(set(ranks)) != len(ranks):
             raise _spec_error(spec, "a worker is named twice")
-        ats = [_number(spec, "at", text, int, 0) for text in values["at"]]
+        ats = [KILL_AT_SETUP if text == "setup" else _number(spec, "at", text, int, 0)
+               for text in values["at"]]
         if len(ats) not in (1, len(ranks)):
             raise _spec_error(spec, f"at takes one iteration or one per worker ({len(ranks)}), "
                                     f"got {len(ats)}")

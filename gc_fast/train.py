@@ -20,12 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import __version__, checkpoint
-from .codes import CONSTRUCTIONS, SCHEMES
+from .approximate import DECODERS
+from .codes import APPROXIMATE_SCHEMES, CONSTRUCTIONS, SCHEMES
 from .data import SYNTHETIC, load_data
 from .data.shards import ShardedDataset, is_sharded
 from .driver import MESSAGE_DTYPES, Hook, RunFailed, Settings, solve
 from .kernels import BACKENDS
-from .launch import use_one_thread
+from .launch import mpi_start_watchdog, use_one_thread
 from .objective import auc, lipschitz_logistic, logistic_loss, logistic_smoothness
 from .optim import OPTIMIZERS
 from .problems import SparseLinearProblem
@@ -34,6 +35,7 @@ from .stragglers import __doc__ as DELAY_DOC
 
 SNAPSHOT_BYTES = 256 * 2**20
 RESCUE_PATH = "gc_fast-rescue.npz"
+RESCUE_SECONDS = 60.0  # default --rescue-every: how old the kept checkpoint may get
 OUTPUT_FAILED = 4  # exit status: trained, but an output went to a fallback file
 
 
@@ -57,13 +59,33 @@ def build_parser():
     add("--scheme", choices=SCHEMES, default="crc",
         help="gradient code (default: crc). naive: no redundancy, waits for all; "
              "ignore: waits for n-s and rescales (inexact); frc/crc: exact, tolerate s stragglers; "
-             "partial-*: two messages per worker for slow-but-alive workers")
+             "partial-*: two messages per worker for slow-but-alive workers; hetero-crc: exact, "
+             "loads proportional to --speeds; comm-efficient: exact, messages 1/--split long; "
+             "expander/pairwise/bernoulli: approximate, decode after --wait arrivals "
+             "(docs/schemes.md)")
     add("--stragglers", "-s", type=int, default=1, metavar="S",
         help="stragglers tolerated, s (default 1; naive always uses 0)")
     add("--partitions-per-worker", "-P", type=int, default=None, metavar="P",
         help="pieces per worker for partial schemes, P >= s+2 (default s+2)")
     add("--construction", choices=CONSTRUCTIONS, default=None,
         help="CRC encoding matrix: cyclic-mds (default, well conditioned) or random (the paper's)")
+    add("--wait", type=int, default=None, metavar="K",
+        help="approximate schemes: decode after K arrivals (default n - s)")
+    add("--wait-ms", type=float, default=None, metavar="T",
+        help="approximate schemes: decode what has arrived T ms into an iteration (or at the "
+             "first arrival after), unless --wait arrivals came first (then --wait defaults to n)")
+    add("--decoder", choices=DECODERS, default=None,
+        help="approximate schemes: optimal (default: least squares on the arrived workers) or "
+             "fast (one weight for every arrived worker)")
+    add("--speeds", default=None, metavar="S1,S2,...|measure",
+        help="hetero-crc: each worker's relative speed, or measure (a short timed kernel on "
+             "every worker before training)")
+    add("--split", type=int, default=None, metavar="M",
+        help="comm-efficient: messages are 1/M of the gradient's length, each worker holds "
+             "s + M partitions (default 2)")
+    add("--gradient-error-every", type=int, default=0, metavar="K",
+        help="every K-th iteration also wait for every message and record the decoded "
+             "gradient's relative error (--out: gradient_error; default 0: never)")
     add("--dataset", default="amazon-like", metavar="|".join(SYNTHETIC) + "|PATH",
         help="built-in synthetic set, a svmlight/libsvm or .npz file (every rank loads it), or "
              "a sharded folder (python -m gc_fast.data shard FILE OUT/: each worker reads only "
@@ -109,6 +131,12 @@ def build_parser():
     add("--checkpoint", default=None, metavar="PATH",
         help="write an atomic checkpoint (.npz) every --checkpoint-every iterations and at the end")
     add("--checkpoint-every", type=int, default=100, metavar="K", help="(default 100)")
+    add("--rescue-every", type=rescue_seconds, default=RESCUE_SECONDS, metavar="SECONDS",
+        help=f"keep a checkpoint at most SECONDS of training old (default {RESCUE_SECONDS:g}): "
+             f"without --checkpoint the rescue checkpoint {RESCUE_PATH} in the working folder, "
+             f"removed when the run finishes; with --checkpoint PATH, PATH also on this time "
+             f"bound. 0: only --checkpoint-every, and the rescue checkpoint only if the run "
+             f"stops early (docs/fault-tolerance.md)")
     add("--resume", default=None, metavar="PATH",
         help="continue from a checkpoint of the same data, scheme and workers, up to --iterations")
     add("--quiet", "-q", action="store_true", help="no progress line and no table")
@@ -128,6 +156,22 @@ def validate(args, n_workers):
         raise UsageError("--partitions-per-worker applies to partial-frc/partial-crc only")
     if args.construction is not None and args.scheme not in ("crc", "partial-crc"):
         raise UsageError("--construction applies to crc/partial-crc only")
+    approximate = ", ".join(APPROXIMATE_SCHEMES)
+    for flag, value, schemes in (("--wait", args.wait, APPROXIMATE_SCHEMES),
+                                 ("--wait-ms", args.wait_ms, APPROXIMATE_SCHEMES),
+                                 ("--decoder", args.decoder, APPROXIMATE_SCHEMES),
+                                 ("--speeds", args.speeds, ("hetero-crc",)),
+                                 ("--split", args.split, ("comm-efficient",))):
+        if value is not None and args.scheme not in schemes:
+            raise UsageError(f"{flag} applies to {', '.join(schemes)} only")
+    if args.scheme == "hetero-crc" and args.speeds is None:
+        raise UsageError("hetero-crc needs --speeds S1,...,Sn (relative worker speeds) or "
+                         "--speeds measure")
+    if args.wait_ms is not None and not args.wait_ms > 0:
+        raise UsageError(f"--wait-ms must be a positive number of milliseconds (the "
+                         f"approximate schemes {approximate}), got {args.wait_ms:g}")
+    if args.gradient_error_every < 0:
+        raise UsageError("--gradient-error-every must be >= 0 (0: never)")
 
 
 @dataclass
@@ -195,10 +239,12 @@ class Training:
     worker reads only its partitions and the master only the manifest, the training loss's
     rows and the test rows."""
 
-    def __init__(self, args, rank, shards=None):
+    def __init__(self, args, rank, n_workers, shards=None, speeds=None):
         self.args = args
         self.rank = rank
+        self.n_workers = n_workers
         self.shards = shards
+        self.speeds = speeds
         self.data = None
         self.settings = self._settings()
 
@@ -247,10 +293,22 @@ class Training:
                                                 else args.stragglers + 2)
         if args.construction is not None:
             options["construction"] = args.construction
+        if args.wait is not None or args.wait_ms is not None:
+            # a time budget alone waits for every worker until it is spent
+            options["wait"] = self.n_workers if args.wait is None else args.wait
+        if args.decoder is not None:
+            options["decoder"] = args.decoder
+        if args.speeds is not None:
+            options["speeds"] = self.speeds
+        if args.split is not None:
+            options["split"] = args.split
         return Settings(lr=self.lr, scheme=args.scheme, n_stragglers=args.stragglers,
                         code_options=options, optimizer=args.optimizer,
                         iterations=args.iterations, l2=args.l2, delay=args.delay, seed=args.seed,
-                        backend=args.backend, deadline=args.deadline, priorities=args.priorities,
+                        backend=args.backend, deadline=args.deadline,
+                        wait_seconds=None if args.wait_ms is None else args.wait_ms / 1e3,
+                        gradient_error_every=args.gradient_error_every,
+                        priorities=args.priorities,
                         shared_memory=args.shared_memory, message_dtype=args.message_dtype,
                         eval_every=1 if args.eval_every is None else args.eval_every,
                         objective=self.evaluate, keep_trajectory=bool(args.save_trajectory),
@@ -258,13 +316,24 @@ class Training:
 
 
 class Checkpoints(Hook):
-    """--resume, --checkpoint every --checkpoint-every iterations and at the end, and the
-    rescue checkpoint when the run stops early."""
+    """--resume; the checkpoint kept while training, at most --rescue-every seconds of
+    training old (RESCUE_SECONDS by default): --checkpoint, also every --checkpoint-every
+    iterations and at the end, else the rescue checkpoint RESCUE_PATH, removed when the run
+    finishes (also when the run resumed from it); the rescue checkpoint when the run stops
+    early; and the start line (survival_note) after the first iteration, unless --quiet."""
 
     def __init__(self, training):
+        args = training.args
         self.training = training
         self.identity = None
         self.rescued = None  # (iteration, path) of the rescue checkpoint
+        self.path = args.checkpoint or RESCUE_PATH
+        self.interval = args.rescue_every if args.rescue_every > 0 else None
+        self.due = -np.inf  # perf_counter() of the next timed write; -inf: not started
+        self.written = None  # os.stat identity of the rescue file this run last wrote
+        self.announce = not args.quiet
+        self.replaces = None  # the warning when a rescue file of another run is in the way
+        self.failing = False  # whether the last write while training failed (said once)
 
     def setup(self, run):
         args, data, code = self.training.args, self.training.data, run.code
@@ -280,21 +349,125 @@ class Checkpoints(Hook):
                 raise ValueError(f"{args.resume} is at iteration {run.start} already: "
                                  f"ask for --iterations above {run.start}")
             run.optimizer.load_state(state)
+            if (not args.checkpoint and os.path.exists(RESCUE_PATH)
+                    and os.path.samefile(args.resume, RESCUE_PATH)):
+                self.written = _file_identity(RESCUE_PATH)  # this run carries it on
+        if self.interval and not args.checkpoint and self.written is None:
+            self.replaces = _earlier_rescue()
 
     def after_iteration(self, run, iteration, record):
         args = self.training.args
         done = iteration + 1
-        if args.checkpoint and (done % args.checkpoint_every == 0 or done == args.iterations):
-            self._save(args.checkpoint, done, run)
+        explicit = args.checkpoint and (done % args.checkpoint_every == 0
+                                        or done == args.iterations)
+        if explicit or time.perf_counter() >= self.due:  # per iteration: a clock read
+            self._due(run, done, explicit)
+
+    def _due(self, run, done, explicit):
+        """--checkpoint-every or the time bound asks for a write, or the first iteration is
+        done (the clock starts then, and the start line is printed)."""
+        if self.due == -np.inf:
+            self._restart_clock()
+            if self.announce:
+                args = self.training.args
+                print(survival_note(run.code, args, self.interval), file=sys.stderr, flush=True)
+            if self.replaces:
+                print(self.replaces, file=sys.stderr, flush=True)
+            if not explicit:
+                return
+        if not (explicit or done < self.training.args.iterations):  # the last: the outputs
+            return
+        try:
+            self._save(self.path, done, run)
+        except OSError as error:  # a full disk must not end a run that can go on
+            self._restart_clock()
+            if not self.failing:
+                print(f"gc_fast.train: warning: could not write the checkpoint {self.path} "
+                      f"({error.strerror or type(error).__name__}); training goes on and "
+                      f"tries again", file=sys.stderr, flush=True)
+            self.failing = True
+        else:
+            self.failing = False
 
     def failed(self, run, iteration, error):
-        path = self.training.args.checkpoint or RESCUE_PATH
-        self._save(path, iteration, run)
-        self.rescued = (iteration, path)
+        self._save(self.path, iteration, run)
+        self.rescued = (iteration, self.path)
+
+    def discard(self):
+        """The run is done and its outputs are written: remove the rescue file it wrote or
+        resumed from (unless another run has replaced it since)."""
+        if self.written is None:
+            return
+        try:
+            if _file_identity(RESCUE_PATH) == self.written:
+                os.unlink(RESCUE_PATH)
+        except OSError:
+            pass
 
     def _save(self, path, iteration, run):
         checkpoint.save(path, iteration=iteration, optimizer_state=run.optimizer.state(),
                         config=self.identity)
+        if not self.training.args.checkpoint:  # the rescue file, removed at a normal finish
+            self.written = _file_identity(path)
+        self._restart_clock()
+
+    def _restart_clock(self):
+        """The next timed write: --rescue-every seconds after the last write (never without)."""
+        self.due = np.inf if self.interval is None else time.perf_counter() + self.interval
+
+
+def _file_identity(path):
+    """What tells one write of `path` from another (a checkpoint is a new file each time)."""
+    status = os.stat(path)
+    return status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns
+
+
+def _earlier_rescue():
+    """The warning that this run's rescue checkpoint will replace another run's (None if there
+    is none in the working folder)."""
+    try:
+        written = time.strftime("%Y-%m-%d %H:%M", time.localtime(os.stat(RESCUE_PATH).st_mtime))
+    except OSError:
+        return None
+    return (f"gc_fast.train: warning: {RESCUE_PATH} of an earlier run (written {written}) "
+            f"will be replaced by this run's: move it away now, or stop and --resume it, "
+            f"to keep it")
+
+
+def rescue_seconds(text):
+    """--rescue-every's value: a number of seconds >= 0 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = np.nan
+    if not (np.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0 (0: off), got {text!r}")
+    return value
+
+
+def survival_note(code, args, interval):
+    """The start line: whether this MPI survives dead workers, the checkpoint kept, and how
+    to get an MPI that survives them."""
+    from mpi4py import MPI
+
+    from .transports import fault_tolerant
+
+    path = args.checkpoint or RESCUE_PATH
+    ages = ([f"{args.checkpoint_every} iterations"] if args.checkpoint else []) + (
+        [f"{interval:g} s"] if interval else [])
+    kept = (f"a checkpoint at most {' or '.join(ages)} old is kept (--resume {path})" if ages
+            else "no checkpoint is kept while training (--rescue-every 0)")
+    if fault_tolerant():
+        return (f"gc_fast.train: note: this MPI (Open MPI ULFM) survives up to s = "
+                f"{code.n_stragglers} dead workers; {kept}")
+    first = MPI.Get_library_version().replace("\0", "").strip().splitlines()[0]
+    name = " ".join(first.split(",")[0].replace("Version:", "").split())
+    if "Open MPI" in name:
+        how = "start it with mpirun --with-ft ulfm"
+    else:
+        how = "pip install -e '.[ft]' in its own venv, mpirun --with-ft ulfm"
+    return (f"gc_fast.train: note: this MPI ({name}) ends the whole job if a worker dies; "
+            f"{kept}; to survive dead workers: {how} (docs/fault-tolerance.md)")
 
 
 class Progress(Hook):
@@ -346,6 +519,11 @@ def summarize(result, data):
         "worker_stats": stats["worker_stats"], "master_rss_bytes": stats["master_rss_bytes"],
         "first_iteration": history[0]["iteration"],
         "max_decode_residual": float(max(r["residual"] for r in history)),
+        "mean_decode_error": float(np.mean([r["decode_error"] for r in history])),
+        "mean_gradient_error": _json_float(_mean_sampled([r["gradient_error"] for r in history])),
+        "exact": bool(code.exact),
+        "speeds": _json_list(getattr(code, "speeds", None)),
+        "loads": _json_list(getattr(code, "loads", None)),
         "lr": result.lr, "shared_memory": stats["shared_memory"],
         "message_dtype": stats["message_dtype"],
         "dead_workers": {str(w + 1): at for w, at in sorted(stats["dead_workers"].items())},
@@ -364,7 +542,9 @@ def write_results(args, result, summary, data, path):
             "iteration": r["iteration"], "time": r["time"],
             "train_loss": _json_float(loss), "test_auc": _json_float(test_auc),
             "arrival": [None if np.isnan(a) else float(a) for a in r["arrival"]],
-            "used": r["used"], "decode_residual": r["residual"], "stale_messages": r["stale"],
+            "used": r["used"], "decode_residual": r["residual"],
+            "decode_error": r["decode_error"], "gradient_error": _json_float(r["gradient_error"]),
+            "stale_messages": r["stale"],
             "bytes_sent": r["bytes_sent"], "bytes_received": r["bytes_received"],
         })
     code = result.code
@@ -375,6 +555,16 @@ def write_results(args, result, summary, data, path):
     with open(path, "w") as handle:
         json.dump({"config": config, "iterations": iterations, "summary": summary,
                    "message_worker": [int(w) + 1 for w in code.message_worker]}, handle)
+
+
+def _mean_sampled(values):
+    """Mean of the sampled values (nan where not sampled); None if none was."""
+    values = np.array(values, dtype=np.float64)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else None
+
+
+def _json_list(values):
+    return None if values is None else np.asarray(values).tolist()
 
 
 def _json_float(value):
@@ -401,7 +591,14 @@ def table(summary, data_name):
                if summary["message_dtype"] == "float32" else "")
     sampled = (f"  (train loss on a sample of {summary['train_loss_rows']} training rows)"
                if summary["train_loss_sampled"] else "")
-    return f"data: {data_name}{inexact}{sampled}\n" + line(header) + "\n" + line(row)
+    approximate = ""
+    if not summary["exact"]:
+        approximate = f"  (approximate: mean decode error {summary['mean_decode_error']:.3g}"
+        if summary["mean_gradient_error"] is not None:
+            approximate += f", mean gradient error {summary['mean_gradient_error']:.3g}"
+        approximate += ")"
+    return (f"data: {data_name}{inexact}{sampled}{approximate}\n" + line(header) + "\n"
+            + line(row))
 
 
 def report(args, training, result):
@@ -442,8 +639,8 @@ def check_output_paths(args):
     for flag, path in output_paths(args):
         folder = os.path.dirname(os.path.abspath(path))
         what = (f"{flag} {path}" if flag != "--checkpoint" or args.checkpoint else
-                f"the rescue checkpoint {RESCUE_PATH} (written in the working folder if the run "
-                f"stops early)")
+                f"the rescue checkpoint {RESCUE_PATH} (written in the working folder while "
+                f"training and if the run stops early)")
         if os.path.isdir(path):
             raise ValueError(f"{what} is a folder: name a file in it")
         if not os.path.isdir(folder):
@@ -477,11 +674,33 @@ def save(flag, path, write):
     return False
 
 
+def worker_speeds(comm, spec):
+    """--speeds as a list of floats, one per worker: given, or measured on every worker by
+    a short timed kernel (collective; None without --speeds)."""
+    if spec is None:
+        return None
+    if spec == "measure":
+        from .transports import measure_speeds
+
+        return list(measure_speeds(comm))
+    try:
+        speeds = [float(part) for part in spec.split(",")]
+    except ValueError:
+        speeds = None
+    if speeds is None:
+        raise UsageError(f"--speeds must be comma-separated numbers or measure, got {spec!r}")
+    if len(speeds) != comm.Get_size() - 1:
+        raise UsageError(f"--speeds needs one speed per worker: {comm.Get_size() - 1}, got "
+                         f"{len(speeds)}")
+    return speeds
+
+
 def train(comm, args):
     """Run the trainer on this rank; the process's exit status."""
     rank, n_workers = comm.Get_rank(), comm.Get_size() - 1
     validate(args, n_workers)
-    training = Training(args, rank, resolve_dataset(args))
+    speeds = worker_speeds(comm, args.speeds)
+    training = Training(args, rank, n_workers, resolve_dataset(args), speeds)
     checkpoints = Checkpoints(training)
     hooks = [checkpoints, Progress(args.iterations, enabled=not args.quiet and rank == 0)]
     try:
@@ -497,7 +716,10 @@ def train(comm, args):
               file=sys.stderr, flush=True)
         return 3
     if rank == 0:
-        return report(args, training, result)
+        status = report(args, training, result)
+        if status == 0:  # every output written: the rescue checkpoint has served
+            checkpoints.discard()
+        return status
     return 0
 
 
@@ -507,7 +729,8 @@ def main(argv=None):
         args = build_parser().parse_args(argv)
     except UsageError as error:
         return _fail_without_mpi(error)
-    from mpi4py import MPI
+    with mpi_start_watchdog():
+        from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
     try:

@@ -57,6 +57,7 @@ QUIET_FRACTION = 0.8
 WAIT_POLLS = 50
 RECENT_WAITS = 8
 ABORT_GRACE_SECONDS = 0.5
+SPEED_SECONDS = 0.6  # measure_speeds: several CPU-quota periods (100 ms), short next to training
 ERROR_BYTES = 1024
 STATS_FIELDS = ("messages_sent", "abandoned", "rss_start_bytes", "rss_end_bytes", "cpu_seconds",
                 "nice", "peak_rss_bytes", "setup_seconds")
@@ -141,8 +142,17 @@ def barrier(comm):
 
 
 def broadcast(comm, buffer, root=0):
-    """Copy root's numpy `buffer` into every rank's `buffer` (buffer-based); never spins."""
-    wait_all([comm.Ibcast(buffer, root=root)])
+    """Copy root's numpy `buffer` into every rank's `buffer` (buffer-based); never spins.
+    Under ULFM, point to point from root, so that dead ranks are skipped (a worker whose
+    root died exits: worker_lost_master)."""
+    if not fault_tolerant():
+        wait_all([comm.Ibcast(buffer, root=root)])
+    elif comm.Get_rank() == root:  # a send to a rank known dead might never complete
+        dead = set(failed_ranks(comm)) | {root}
+        wait_all([comm.Isend(buffer, dest=rank, tag=_BROADCAST_TAG)
+                  for rank in range(comm.Get_size()) if rank not in dead], dead_ok=True)
+    else:
+        _wait_for_master(comm, [comm.Irecv(buffer, source=root, tag=_BROADCAST_TAG)])
 
 
 def gather_errors(comm, message):
@@ -151,13 +161,10 @@ def gather_errors(comm, message):
     Buffer-based: each rank contributes a fixed-size UTF-8 field, so ranks
     that failed early wait asleep for the ones still setting up.
     """
-    mine = np.zeros(ERROR_BYTES, dtype=np.uint8)
-    if message:
-        encoded = message.encode("utf-8")[:ERROR_BYTES - 1] or b"?"
-        mine[:len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
+    mine = _encode_text(message)
     everyone = np.zeros((comm.Get_size(), ERROR_BYTES), dtype=np.uint8)
     wait_all([comm.Iallgather([mine, MPI.BYTE], [everyone, MPI.BYTE])])
-    return [bytes(row).rstrip(b"\0").decode("utf-8", "replace") or None for row in everyone]
+    return [_decode_text(row) for row in everyone]
 
 
 def gather_supports(comm, support):
@@ -180,12 +187,123 @@ def gather_supports(comm, support):
 
 def broadcast_text(comm, text, root=0):
     """Root's `text` (at most ERROR_BYTES - 1 bytes of UTF-8) on every rank; never spins."""
-    buffer = np.zeros(ERROR_BYTES, dtype=np.uint8)
-    if comm.Get_rank() == root and text:
-        encoded = text.encode("utf-8")[:ERROR_BYTES - 1]
-        buffer[:len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
+    buffer = _encode_text(text if comm.Get_rank() == root else None)
     broadcast(comm, buffer, root=root)
-    return bytes(buffer).rstrip(b"\0").decode("utf-8", "replace")
+    return _decode_text(buffer) or ""
+
+
+def _encode_text(text):
+    """`text` (or None) as a fixed-size NUL-padded UTF-8 field of ERROR_BYTES."""
+    buffer = np.zeros(ERROR_BYTES, dtype=np.uint8)
+    if text:
+        encoded = text.encode("utf-8")[:ERROR_BYTES - 1] or b"?"
+        buffer[:len(encoded)] = np.frombuffer(encoded, dtype=np.uint8)
+    return buffer
+
+
+def _decode_text(buffer):
+    """The text of an _encode_text field, None if empty."""
+    return bytes(buffer).rstrip(b"\0").decode("utf-8", "replace") or None
+
+
+# Under ULFM the set-up is point to point, through the master: a collective over a
+# communicator with a dead member fails on some ranks and completes on others, or hangs.
+# Its messages are all received before any transport posts a receive (any tag).
+_HELLO_TAG, _SUPPORT_TAG, _VERDICT_TAG, _BROADCAST_TAG = 1, 2, 3, 4
+MASTER_LOST_STATUS = 3  # a worker's exit status once its master has died
+
+
+def worker_lost_master(comm, error=None):
+    """A worker's master (rank 0) has died: say so in one line and end this process (no
+    finalize: it would wait for the dead). Re-raises `error` unless it reports a dead process."""
+    if error is not None and not _process_failure(error):
+        raise error
+    print(f"gc_fast: worker rank {comm.Get_rank()}: the master (rank 0) died; this worker "
+          f"stops", file=sys.stderr, flush=True)
+    exit_without_finalize(MASTER_LOST_STATUS)
+
+
+def _wait_for_master(comm, requests):
+    """Complete a worker's requests, all with the master, without spinning; exit quietly if
+    it has died. (Each is tested alone: Testall would report MPI_ERR_IN_STATUS instead.)"""
+    backoff = _Backoff()
+    while requests:
+        try:
+            requests = [request for request in requests if not request.Test()]
+        except MPI.Exception as error:
+            worker_lost_master(comm, error)
+        if requests:
+            backoff.wait()
+
+
+def report_setup(comm, message, support):
+    """A worker's set-up under ULFM (gather_errors and gather_supports point to point): send
+    the master its error `message` (or None) and, without one, its `support`; return the
+    master's verdict, the run's first error (None: go on). Exits if the master dies."""
+    hello = np.zeros(1 + ERROR_BYTES // 8, dtype=np.int64)  # support length, then the text
+    hello[1:].view(np.uint8)[:] = _encode_text(message)
+    hello[0] = -1 if message else len(support)
+    sends = [comm.Isend([hello, MPI.INT64_T], dest=0, tag=_HELLO_TAG)]
+    if not message:
+        support = np.ascontiguousarray(support, dtype=np.int64)
+        sends.append(comm.Isend([support, MPI.INT64_T], dest=0, tag=_SUPPORT_TAG))
+    verdict = np.zeros(ERROR_BYTES, dtype=np.uint8)
+    _wait_for_master(comm, [comm.Irecv([verdict, MPI.BYTE], source=0, tag=_VERDICT_TAG)])
+    verdict = _decode_text(verdict)
+    if verdict is None:
+        _wait_for_master(comm, sends)  # the master has received them all
+    return verdict
+
+
+def collect_setup(comm, message):
+    """The master's side of report_setup: (the run's first error in rank order or None, per
+    worker its support, the workers found dead). Waits for every worker's report or its
+    death; a dead worker's support is empty. Tells every live worker the verdict."""
+    size = comm.Get_size()
+    hellos = np.zeros((size, 1 + ERROR_BYTES // 8), dtype=np.int64)
+    supports = [np.zeros(0, dtype=np.int64) for _ in range(size - 1)]
+    pending = {(rank, _HELLO_TAG): comm.Irecv([hellos[rank], MPI.INT64_T], source=rank,
+                                              tag=_HELLO_TAG) for rank in range(1, size)}
+    dead = set()
+    backoff = _Backoff()
+    while pending:
+        completed = False
+        for (rank, tag), request in list(pending.items()):
+            try:
+                if not request.Test():
+                    continue
+            except MPI.Exception as error:
+                if not _process_failure(error):
+                    raise
+                dead.add(rank)
+            completed = True
+            del pending[rank, tag]
+            if tag == _HELLO_TAG and rank not in dead and hellos[rank, 0] >= 0:
+                supports[rank - 1] = np.empty(hellos[rank, 0], dtype=np.int64)
+                pending[rank, _SUPPORT_TAG] = comm.Irecv([supports[rank - 1], MPI.INT64_T],
+                                                         source=rank, tag=_SUPPORT_TAG)
+        if not completed:
+            backoff.wait()
+    dead.update(failed_ranks(comm))
+    errors = [message] + [None if rank in dead else _decode_text(hellos[rank, 1:].view(np.uint8))
+                          for rank in range(1, size)]
+    verdict = next((error for error in errors if error), None)
+    encoded = _encode_text(verdict)
+    wait_all([comm.Isend([encoded, MPI.BYTE], dest=rank, tag=_VERDICT_TAG)
+              for rank in range(1, size) if rank not in dead], dead_ok=True)
+    dead.update(failed_ranks(comm))
+    for rank in dead - {0}:
+        supports[rank - 1] = np.zeros(0, dtype=np.int64)
+    return verdict, supports, sorted(rank - 1 for rank in dead if rank > 0)
+
+
+def mark_dead(transport, workers, iteration):
+    """Tell a MasterTransport that `workers` are dead from `iteration` on (found dead at
+    set-up): it neither sends to them nor waits for them (on_deaths is not called)."""
+    for worker in workers:
+        transport.dead[worker] = iteration
+        transport.requests[worker] = MPI.REQUEST_NULL
+        transport.send_pools[worker].in_flight = []
 
 
 @contextmanager
@@ -237,8 +355,9 @@ class _SendPool:
 
 def connect(comm, code, n_features, *, message_ptr=None, priorities="auto",
             shared_memory="auto", message_dtype="float64"):
-    """Collective, once before the first iteration: rank the workers' CPU priority, and
-    return the SharedMemoryWindow for this run, or None for point-to-point messages.
+    """Collective (local under ULFM), once before the first iteration: rank the workers' CPU
+    priority, and return the SharedMemoryWindow for this run, or None for point-to-point
+    messages.
 
     priorities: "auto" ranks them (gc_fast.schedule) when this node runs more
     ranks than this process has cores, "on" always, "off" never. The window is
@@ -248,13 +367,20 @@ def connect(comm, code, n_features, *, message_ptr=None, priorities="auto",
     MESSAGE_TRANSPORTS). The master passes `message_ptr`, the assembler's
     message offsets (GradientAssembler.ptr); workers pass None.
     """
-    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
     rank = comm.Get_rank()
-    if rank != 0 and schedule.wanted(priorities, node.Get_size(), schedule.usable_cores()):
+    if fault_tolerant():
+        # No collective (a dead rank would fail it) and no window: Open MPI tells each rank
+        # how many ranks share its node.
+        node, node_size = None, int(os.environ.get("OMPI_COMM_WORLD_LOCAL_SIZE", comm.Get_size()))
+    else:
+        node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+        node_size = node.Get_size()
+    if rank != 0 and schedule.wanted(priorities, node_size, schedule.usable_cores()):
         position = int(np.flatnonzero(schedule.priority_order(code) == rank - 1)[0])
         schedule.lower_priority(schedule.worker_nice(position))
-    if (shared_memory == "off" or message_dtype != "float64"
-            or node.Get_size() != comm.Get_size() or fault_tolerant()):
+    if node is None:
+        return None
+    if shared_memory == "off" or message_dtype != "float64" or node_size != comm.Get_size():
         node.Free()
         return None
     return SharedMemoryWindow(node, code, n_features, message_ptr)
@@ -467,10 +593,14 @@ class MasterTransport:
         """STOP every worker and drain what is in flight until each has said DONE.
 
         Returns (workers that did not answer within `timeout` seconds, per
-        worker its STATS as a dict of STATS_FIELDS).
+        worker its STATS as a dict of STATS_FIELDS). A worker whose STATS have
+        arrived gets a second STOP, and only then ends: under ULFM a rank that
+        has ended counts as failed, so a worker that dies before its STATS
+        arrive is dead (in ``dead``), one that ends after them is not.
         """
         self.stopping = True
         alive = [w for w in range(self.code.n_workers) if w not in self.dead]
+        known_dead = set(self.dead)
         nothing = np.empty(0, self.dtype)
         stops = [self.comm.Isend([nothing, self.wire], dest=w + 1, tag=self.stop_tag)
                  for w in alive]
@@ -491,15 +621,29 @@ class MasterTransport:
                 report = dict(zip(STATS_FIELDS, stats[worker].tolist(), strict=True))
                 reports[worker] = {key: value if key.endswith("_seconds") else int(value)
                                    for key, value in report.items()}
+                stops.append(self._stop_again(worker))
             else:
                 self.n_received += 1
                 self.n_stale += 1
                 self.requests[worker] = self._post(worker, 0)
+        for worker in set(reports) - known_dead:  # ended after its STATS: no death
+            self.dead.pop(worker, None)
         pending -= set(self.dead)
         if not pending:
             in_flight = [r for pool in self.send_pools for r in pool.requests()]
             wait_all(stops + in_flight, dead_ok=True)
+        for worker in pending:  # silent: may it end if it answers after all
+            self._stop_again(worker)
         return sorted(pending), reports
+
+    def _stop_again(self, worker):
+        """The second STOP, which lets `worker` end (a request; null if it has died)."""
+        try:
+            return self.comm.Isend([np.empty(0, self.dtype), self.wire], dest=worker + 1,
+                                   tag=self.stop_tag)
+        except MPI.Exception as error:
+            self._on_failure(error)
+            return MPI.REQUEST_NULL
 
 
 class SharedMemoryMasterTransport(MasterTransport):
@@ -565,7 +709,10 @@ class WorkerTransport:
     def _poll(self):
         """Whether the posted receive has completed; Test only while it has not."""
         if not self.ready:
-            self.ready = self.request.Test(self.status)
+            try:
+                self.ready = self.request.Test(self.status)
+            except MPI.Exception as error:  # under ULFM: the master has died
+                worker_lost_master(self.comm, error)
         return self.ready
 
     def _inboxes(self):
@@ -637,8 +784,11 @@ class WorkerTransport:
     def send(self, iteration, index, buffers):
         """Send message `index` (in send order) of `iteration`, computed into buffers[index]."""
         payload = self._payload(index, buffers)
-        request = self.comm.Isend([payload, self.wire], dest=0,
-                                  tag=2 * (iteration % self.period) + index)
+        try:
+            request = self.comm.Isend([payload, self.wire], dest=0,
+                                      tag=2 * (iteration % self.period) + index)
+        except MPI.Exception as error:
+            worker_lost_master(self.comm, error)
         self.send_pools[index].sent(request, payload)
 
     def _payload(self, index, buffers):
@@ -651,10 +801,18 @@ class WorkerTransport:
             self.send_pools[index].free.append(buffers[index])
 
     def finish(self, stats):
-        """At STOP: send DONE, then `stats` (float64, STATS_FIELDS), and wait for all sends."""
-        done = self.comm.Isend([np.empty(0, self.dtype), self.wire], dest=0, tag=self.done_tag)
-        report = self.comm.Isend([stats, MPI.DOUBLE], dest=0, tag=self.stats_tag)
-        wait_all([done, report] + [r for pool in self.send_pools for r in pool.requests()])
+        """At STOP: send DONE, then `stats` (float64, STATS_FIELDS), wait for all sends, then
+        for the master's second STOP (it has the STATS: ending sooner could look like a death)."""
+        try:
+            done = self.comm.Isend([np.empty(0, self.dtype), self.wire], dest=0,
+                                   tag=self.done_tag)
+            report = self.comm.Isend([stats, MPI.DOUBLE], dest=0, tag=self.stats_tag)
+        except MPI.Exception as error:
+            worker_lost_master(self.comm, error)
+        _wait_for_master(self.comm, [done, report]
+                         + [r for pool in self.send_pools for r in pool.requests()])
+        _wait_for_master(self.comm, [self.comm.Irecv([np.empty(0, self.dtype), self.wire],
+                                                     source=0, tag=self.stop_tag)])
 
 
 class SharedMemoryWorkerTransport(WorkerTransport):
@@ -710,8 +868,9 @@ class Float32MasterTransport(MasterTransport):
     dtype = np.dtype(np.float32)
 
     def __init__(self, comm, code, supports, assembler, **options):
-        # every message of worker w lies on supports[w] (GradientAssembler's layout)
-        self.inbox = [np.empty(len(support), self.dtype) for support in supports]
+        lengths = np.diff(assembler.ptr)  # a worker's inbox fits its longest message
+        self.inbox = [np.empty(int(lengths[code.messages_of(w)].max(initial=0)), self.dtype)
+                      for w in range(code.n_workers)]
         self.gathered = np.empty(max((len(support) for support in supports), default=0))
         super().__init__(comm, code, supports, assembler, **options)
 
@@ -724,7 +883,8 @@ class Float32MasterTransport(MasterTransport):
         return self.inbox[worker]
 
     def _landed(self, worker, index, count):
-        self.assembler.message_view(self.worker_messages[worker][index])[:] = self.inbox[worker]
+        view = self.assembler.message_view(self.worker_messages[worker][index])
+        view[:] = self.inbox[worker][:len(view)]
         return count
 
 
@@ -759,6 +919,23 @@ class Float32WorkerTransport(WorkerTransport):
 # travel as (Settings.message_dtype).
 MESSAGE_TRANSPORTS = {"float64": (MasterTransport, WorkerTransport),
                       "float32": (Float32MasterTransport, Float32WorkerTransport)}
+
+
+def measure_speeds(comm, seconds=SPEED_SECONDS):
+    """Every worker's relative compute speed (list, worker order, known on every rank): each
+    rank runs a fixed kernel for `seconds` of wall time, CPU caps and neighbours included
+    (the master runs it too, so the workers do not get its core to themselves)."""
+    rows = np.random.default_rng(0).standard_normal((64, 64))
+    vector = np.ones(64)
+    rounds, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for _ in range(50):
+            vector = np.tanh(rows @ vector)
+        rounds += 1
+    mine = np.array([rounds / (time.perf_counter() - started)])
+    everyone = np.zeros(comm.Get_size())
+    wait_all([comm.Iallgather([mine, MPI.DOUBLE], [everyone, MPI.DOUBLE])])
+    return (everyone[1:] / everyone[1:].max()).tolist()
 
 
 def pingpong(comm, sizes, think_seconds, *, repeats=30, poll_seconds=0.3):

@@ -176,3 +176,30 @@ def test_estimator_example_runs():
                               env=mpi_env(), capture_output=True, text=True, timeout=120)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert "test accuracy 0.9" in finished.stdout and "local mode" in finished.stdout
+
+
+@pytest.mark.parametrize("scheme, options", [
+    ("comm-efficient", {"split": 2}),
+    ("hetero-crc", {"speeds": [1.0, 1.0, 1.0, 0.5, 0.5]}),
+])
+def test_exact_schemes_beyond_the_paper_fit_as_naive(cancer, scheme, options):
+    X, y = cancer
+    common = dict(max_iter=60, fit_intercept=True)
+    uncoded = GradientCodedLogisticRegression(scheme="naive", **common).fit(X, y)
+    coded = GradientCodedLogisticRegression(scheme=scheme, n_stragglers=1, n_workers=5,
+                                            code_options=options, delay="count:k=1,seconds=0.1",
+                                            **common).fit(X, y)
+    np.testing.assert_allclose(coded.coef_, uncoded.coef_, rtol=1e-9, atol=1e-12)
+
+
+def test_an_approximate_scheme_gets_near_the_optimum_and_reports_its_error(diabetes):
+    X, y = diabetes
+    l2 = 1e-2
+    model = GradientCodedLinearRegression(scheme="expander", n_stragglers=2, n_workers=8,
+                                          l2=l2, max_iter=1000, delay=STRAGGLERS,
+                                          code_options={"wait": 6}).fit(X, y)
+    oracle = Ridge(alpha=l2 * len(X), fit_intercept=False, tol=1e-14).fit(X, y)
+    optimum = squared_loss(X, y, oracle.coef_, l2)
+    errors = [record["decode_error"] for record in model.history_]
+    assert max(errors) > 0  # inexact decodes happened ...
+    assert squared_loss(X, y, model.coef_, l2) <= 1.05 * optimum  # ... and it still converged

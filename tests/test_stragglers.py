@@ -177,3 +177,17 @@ def test_kill_names_each_workers_iteration_of_death():
         parse_delay("kill:workers=2,3,at=1,2,3")
     with pytest.raises(ValueError, match="named twice"):
         parse_delay("kill:workers=2,2,at=1")
+
+
+def test_kill_at_setup_dies_before_the_first_iteration():
+    model = parse_delay("kill:workers=3,2,at=setup,4")
+    assert str(model) == "kill:workers=3,2,at=setup,4" and parse_delay(str(model)) == model
+    assert model.killed_at_setup(2) and not model.killed_at_setup(1)
+    assert not model.killed_at_setup(0) and not parse_delay("kill:workers=3,at=0").killed_at_setup(2)
+    assert model.killed(0, 2) and not model.killed(3, 1) and model.killed(4, 1)
+    delays = model.delays_matrix(0, range(6), 4)  # dead from iteration 0 on
+    assert np.isinf(delays[:, 2]).all() and np.isinf(delays[4:, 1]).all()
+    assert (delays[:4, 1] == 0).all() and (delays[:, [0, 3]] == 0).all()
+    assert not parse_delay("fail:workers=2,at=0").killed_at_setup(1)
+    with pytest.raises(ValueError, match="at=later"):
+        parse_delay("kill:workers=2,at=later")

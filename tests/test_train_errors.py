@@ -30,6 +30,18 @@ def assert_clean_failure(result, *expected):
     (4, ["--no-such-option"], ["unrecognized", "--help"]),
     (4, ["--scheme", "partial-crc", "--partitions-per-worker", "2"], ["partitions_per_worker", ">="]),
     (4, ["--partitions-per-worker", "3"], ["partial"]),
+    (4, ["--wait", "2"], ["--wait", "expander"]),
+    (4, ["--wait-ms", "20"], ["--wait-ms", "expander"]),
+    (4, ["--scheme", "expander", "--wait", "9"], ["wait"]),
+    (4, ["--scheme", "expander", "--wait-ms", "-3"], ["--wait-ms", "positive"]),
+    (4, ["--scheme", "pairwise", "--stragglers", "2"], ["pairwise"]),
+    (4, ["--scheme", "hetero-crc"], ["--speeds"]),
+    (4, ["--scheme", "hetero-crc", "--speeds", "1,2"], ["one speed per worker", "3"]),
+    (4, ["--scheme", "hetero-crc", "--speeds", "1,x,1"], ["comma-separated"]),
+    (4, ["--scheme", "hetero-crc", "--speeds", "1,0,1"], ["speed"]),
+    (4, ["--split", "2"], ["--split", "comm-efficient"]),
+    (4, ["--scheme", "comm-efficient", "--stragglers", "2", "--split", "2"], ["split"]),
+    (4, ["--gradient-error-every", "-1"], ["--gradient-error-every"]),
 ])
 def test_bad_options(tmp_path, n_ranks, args, expected):
     result = run_mpi(n_ranks, [*SMALL, *args], tmp_path, timeout=60)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codes import SCHEMES
+from ..codes import PAPER_SCHEMES
 from ..data import SYNTHETIC, load_data
 from ..stragglers import __doc__ as DELAY_DOC
 from ..stragglers import parse_delay
@@ -213,7 +213,8 @@ def _add_model_options(add):
     add("--stragglers", "-s", default=None, metavar="S[,S...]",
         help="stragglers tolerated: one or a list, e.g. 1,2,3 (default 1; --plan: 1..min(n-1, 4))")
     add("--scheme", default="all", metavar="SCHEME[,...]|all",
-        help=f"one or a list of {', '.join(SCHEMES)}, or all (default)")
+        help=f"one or a list of the paper's schemes {', '.join(PAPER_SCHEMES)}, or all "
+             f"(default; the schemes beyond the paper's: bench/compare.py)")
     add("--partitions-per-worker", "-P", type=int, default=None, metavar="P",
         help="pieces per worker for partial schemes, P >= s+2 (default s+2)")
     add("--construction", choices=("cyclic-mds", "random"), default=None,
@@ -309,11 +310,12 @@ def _stragglers(text, n_workers, plan_mode):
 def _schemes(text):
     """(--scheme as a list of schemes, whether they were named explicitly)."""
     if text == "all":
-        return list(SCHEMES), False
+        return list(PAPER_SCHEMES), False
     names = [part.strip() for part in text.split(",")]
-    bad = [name for name in names if name not in SCHEMES]
+    bad = [name for name in names if name not in PAPER_SCHEMES]
     if bad:
-        raise UsageError(f"unknown scheme {bad[0]!r}; valid schemes: {', '.join(SCHEMES)}, or all")
+        raise UsageError(f"unknown scheme {bad[0]!r}; valid schemes: "
+                         f"{', '.join(PAPER_SCHEMES)}, or all")
     return list(dict.fromkeys(names)), True
 
 

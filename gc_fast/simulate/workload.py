@@ -134,7 +134,7 @@ def _support_sizes(X, bounds, worker_partitions):
                     dtype=np.float64)
 
 
-def decode_times(scheme, n_workers, n_stragglers, arrival, *, code=None):
+def decode_times(scheme, n_workers, n_stragglers, arrival, *, code=None, wait_seconds=None):
     """When the master can decode each iteration, and which messages it combines.
 
     Parameters
@@ -152,6 +152,10 @@ def decode_times(scheme, n_workers, n_stragglers, arrival, *, code=None):
         the second ones. With it, the exact rule: the code's own decoder on
         the earliest decodable prefix of each row's arrival order
         (gc_fast.codes.earliest_decodable_prefix; crc may decode before n - s).
+    wait_seconds : float, optional
+        An approximate code's time budget (needs `code`): a row decodes what
+        has arrived by then (or its first arrival, if later) unless its
+        code's wait came first (driver.Master's rule).
 
     Returns
     -------
@@ -170,9 +174,16 @@ def decode_times(scheme, n_workers, n_stragglers, arrival, *, code=None):
     for row, times in enumerate(arrival):
         arrived = order[row, :np.count_nonzero(np.isfinite(times))]
         length, vector = earliest_decodable_prefix(code, arrived, shortest=shortest)
-        if length is not None:
-            decode[row] = times[arrived[length - 1]]
-            combined[row] = vector != 0
+        at = None if length is None else times[arrived[length - 1]]
+        if wait_seconds is not None and arrived.size:
+            budget = max(wait_seconds, times[arrived[0]])
+            if at is None or budget < at:
+                mask = np.zeros(code.n_messages, dtype=bool)
+                mask[arrived[times[arrived] <= budget]] = True
+                at, vector = budget, code.decode_now(mask)
+        if at is not None:
+            decode[row] = at
+            combined[row] = (vector != 0).any(axis=0) if vector.ndim == 2 else vector != 0
     return decode, combined
 
 
@@ -253,7 +264,8 @@ def _delays_from_arrivals(trace):
     return np.maximum(delays, 0.0), int((~known).sum())
 
 
-def simulate_iterations(workload, costs, delays, *, compute_factor=None, code=None):
+def simulate_iterations(workload, costs, delays, *, compute_factor=None, code=None,
+                        wait_seconds=None):
     """Simulated iterations of a workload under per-worker delays.
 
     One iteration: the master sends the points, the workers wait their delays
@@ -278,6 +290,8 @@ def simulate_iterations(workload, costs, delays, *, compute_factor=None, code=No
         Compute slow-down of every worker (compute_factors).
     code : GradientCode, optional
         Decode with the code's exact rule instead of the structural one.
+    wait_seconds : float, optional
+        An approximate code's time budget (decode_times).
 
     Returns
     -------
@@ -297,7 +311,8 @@ def simulate_iterations(workload, costs, delays, *, compute_factor=None, code=No
                           message_worker=workload.message_worker,
                           point_bytes=workload.point_bytes, carry_seconds=carry)
         decode, combined = decode_times(workload.scheme, workload.n_workers,
-                                        workload.n_stragglers, events.arrival, code=code)
+                                        workload.n_stragglers, events.arrival, code=code,
+                                        wait_seconds=wait_seconds)
         if remaining:
             carry = _carried_over(events, decode, compute, workload)
     combined_bytes = combined.astype(np.float64) @ workload.message_bytes
