@@ -8,7 +8,9 @@ rank per emulated host, started by MPI's own launcher, TCP between hosts. From P
         bed.run(["python", "-m", "gc_fast.train"])
 """
 from .cluster import Testbed, TestbedUnavailable, sweep
+from .faults import LinkFault, LinkFaults
 from .hosts import PROFILES, HostSpec, Profile, host_specs
+from .monitor import MemoryMonitor
 
-__all__ = ["PROFILES", "HostSpec", "Profile", "Testbed", "TestbedUnavailable", "host_specs",
-           "sweep"]
+__all__ = ["PROFILES", "HostSpec", "LinkFault", "LinkFaults", "MemoryMonitor", "Profile",
+           "Testbed", "TestbedUnavailable", "host_specs", "sweep"]

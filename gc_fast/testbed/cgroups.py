@@ -137,6 +137,24 @@ class HostCgroup:
                     return int((directory / name).read_text().split()[0])
         return None
 
+    def memory_usage(self):
+        """(bytes the host uses now, of which anonymous memory: the processes' own, not the
+        page cache), from memory.current / memory.usage_in_bytes and memory.stat; None where the
+        kernel does not say."""
+        current = anon = None
+        for directory in self.directories:
+            for name in ("memory.current", "memory.usage_in_bytes"):
+                if current is None and (directory / name).exists():
+                    current = int((directory / name).read_text().split()[0])
+            if anon is None and (directory / "memory.stat").exists():
+                stat = dict(line.split()[:2] for line in
+                            (directory / "memory.stat").read_text().splitlines()
+                            if len(line.split()) >= 2)
+                key = "anon" if self.version == 2 else "total_rss"
+                anon = int(stat[key]) if key in stat else (int(stat["rss"]) if "rss" in stat
+                                                           else None)
+        return current, anon
+
     def oom_kills(self):
         """How many processes the memory cap has killed on this host."""
         for name in ("memory.events", "memory.oom_control"):

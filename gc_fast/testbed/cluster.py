@@ -243,6 +243,11 @@ class Testbed:
         """Hosts on which the memory cap has killed a process."""
         return [f"h{i}" for i, cgroup in enumerate(self.cgroups) if cgroup.oom_kills()]
 
+    def kill_jobs(self):
+        """Kill every job started on the test bed that is still running (its launcher's whole
+        process group); the hosts' processes go at teardown."""
+        self._kill_jobs()
+
     def _kill_jobs(self):
         for job in self.jobs:
             if job.poll() is None:

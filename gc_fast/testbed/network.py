@@ -109,6 +109,21 @@ class Network:
             inner = ns.link_lookup(ifname=HOST_INTERFACE)[0]
             ns.tc(command, "tbf", index=inner, handle="1:", **settings)
 
+    def set_link(self, host, up):
+        """Take host `host`'s link down (`up` False) or bring it back, as a pulled cable or a
+        switch port does: the bridge's end of its veth goes down, so the host loses its carrier
+        (its address, routes and shaping stay) and every frame either way is dropped until the
+        link is up again. TCP retransmits across the gap."""
+        with self.pyroute2.IPRoute() as ipr:
+            outer = ipr.link_lookup(ifname=_veth_name(self.bed_id, host))[0]
+            ipr.link("set", index=outer, state="up" if up else "down")
+
+    def link_up(self, host):
+        """Whether host `host`'s link is up (the bridge's end of its veth)."""
+        with self.pyroute2.IPRoute() as ipr:
+            outer = ipr.link_lookup(ifname=_veth_name(self.bed_id, host))[0]
+            return bool(ipr.get_links(outer)[0]["flags"] & 1)  # IFF_UP
+
     def remove(self):
         """Delete the hosts' namespaces (their veths go with them) and the bridge."""
         remove(self.bed_id)
