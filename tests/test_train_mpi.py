@@ -59,7 +59,7 @@ def test_late_replies_never_corrupt_later_iterations(naive_reference, tmp_path, 
     (written into its shared-memory slot, or sent as an MPI message)."""
     _, naive_trajectory = naive_reference
     results, trajectory = train(5, [*SMALL, *ITERATIONS, "--scheme", "crc", "--stragglers", "1",
-                                    "--delay", "pause:workers=2,at=3,seconds=0.3",
+                                    "--delay", "pause:workers=2,at=3,seconds=1.0",
                                     "--shared-memory", shared_memory], tmp_path, "late")
     assert max_relative_difference(trajectory, naive_trajectory) <= 1e-9
     summary = results["summary"]
